@@ -1,0 +1,50 @@
+# respodiff: `make help` lists the targets. Every target sets up its own virtual environment first.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.respodiff-installed
+# pytest options, e.g. make test PYTEST_ARGS="-k hook -x"
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv demo test lint toy-model paper-tables results bench bench-gpu clean
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+venv: $(STAMP) ## Create .venv and install respodiff with the pinned versions (idempotent)
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
+	@touch $@
+
+demo: venv ## The main job on the toy world: train, generate, evaluate, report (CPU, minutes)
+	$(PY) run.py -m experiment=gender_toy method=none,respodiff,ram_only
+	$(PY) -m respodiff.reporting demo --experiment gender_toy
+
+test: venv ## Run the test suite (CPU, no network)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: venv ## Lint with ruff
+	$(VENV)/bin/ruff check .
+
+toy-model: venv ## Train the toy world's diffusion model from scratch into models/toy (CPU: under 2 h)
+	$(PY) -m respodiff.toyworld.train_toy_model --out models/toy
+
+results: venv ## Collect every run's results JSON from outputs/ into results/runs/
+	$(PY) -m respodiff.reporting collect --outputs outputs --dest results/runs
+
+paper-tables: venv ## Render every reproduction spec to results/tables/*.md and *.tex (+ plots)
+	$(PY) -m respodiff.reporting tables --results results/runs --specs reproductions --out results/tables
+
+bench: venv ## Speed benchmarks on the tiny model (CPU); results in results/speed/
+	$(PY) -m benchmarks.speed --model tiny
+
+bench-gpu: venv ## Speed benchmarks on SD v1.4's architecture (GPU, random weights, no download)
+	$(PY) -m benchmarks.speed --model sd14_arch
+
+clean: ## Remove outputs/ (run folders, images); keeps results/ and the environment
+	rm -rf outputs multirun

@@ -1,0 +1,121 @@
+"""From a composed Hydra/OmegaConf config to the library's typed settings, with validation up front.
+
+Everything here runs in milliseconds and touches no model, so a bad command fails before any weight is loaded.
+The library itself never imports Hydra; only `run.py` does.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from .errors import ConfigError
+from .models import ModelSpec
+
+STAGES = ("train", "generate", "evaluate", "report", "all")
+STAGE_ORDER = ("train", "generate", "evaluate", "report")
+METHOD_KINDS = ("hspace", "base", "negative_prompt", "sld", "esd")
+CONCEPT_KINDS = ("fairness", "safety")
+SAMPLING_MODES = ("balanced", "uniform")
+PART_LAYOUTS = ("ram_sam", "ram_only", "shared")
+
+
+def register_resolvers() -> None:
+    """`${run_name:...}` turns Hydra's override string into a folder name ('default' when there is none)."""
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", run_folder_name)
+
+
+def run_folder_name(overrides: str) -> str:
+    if not overrides:
+        return "default"
+    # A path in an override value must not create sub-folders.
+    return re.sub(r"[/\\]+", "_", overrides)
+
+
+def stages_to_run(stage: str) -> tuple[str, ...]:
+    if stage not in STAGES:
+        raise ConfigError(f"stage={stage!r} is not one of {', '.join(STAGES)}")
+    return STAGE_ORDER if stage == "all" else (stage,)
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} was requested but no CUDA device is available")
+    return name
+
+
+def model_spec(cfg: DictConfig) -> ModelSpec:
+    return ModelSpec.from_config(OmegaConf.to_container(cfg.model, resolve=True))
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every choice the config makes; raise ConfigError naming the key and the allowed values."""
+    stages_to_run(cfg.stage)
+    model_spec(cfg)
+    _validate_concepts(cfg.concepts)
+    _validate_method(cfg.method, cfg.concepts)
+    _validate_eval(cfg.eval, cfg.concepts)
+
+
+def _validate_concepts(concepts: DictConfig) -> None:
+    if concepts.kind not in CONCEPT_KINDS:
+        raise ConfigError(f"concepts.kind {concepts.kind!r} is not one of {CONCEPT_KINDS}")
+    if not concepts.get("items"):
+        raise ConfigError(f"concepts {concepts.name!r} lists no items")
+    needed = "target_prompt" if concepts.kind == "fairness" else "negative_prompt"
+    for name, item in concepts["items"].items():
+        if not item.get(needed):
+            raise ConfigError(f"concept {name!r} of {concepts.name!r} needs {needed} ({concepts.kind} concept)")
+        for key in ("lr_ram", "lr_sam"):
+            if item.get(key) is None or float(item[key]) <= 0:
+                raise ConfigError(f"concepts.items.{name}.{key} must be a positive learning rate")
+    if float(concepts.guidance_target) <= 0:
+        raise ConfigError("concepts.guidance_target must be positive")
+
+
+def _validate_method(method: DictConfig, concepts: DictConfig) -> None:
+    kind = method.get("kind")
+    if kind not in METHOD_KINDS:
+        raise ConfigError(f"method.kind {kind!r} is not one of {METHOD_KINDS}")
+    if kind != "hspace":
+        return
+    if method.parts not in PART_LAYOUTS:
+        raise ConfigError(f"method.parts {method.parts!r} is not one of {PART_LAYOUTS}")
+    lam = float(method.lambda_sem)
+    if lam < 0:
+        raise ConfigError(f"method.lambda_sem must be >= 0 (it weights L_sem), got {lam}")
+    if method.parts == "ram_only" and lam != 0:
+        raise ConfigError(f"method.parts=ram_only trains no SAM, so method.lambda_sem must be 0 (got {lam})")
+    if method.reverse_parts not in ("all", "ram"):
+        raise ConfigError(f"method.reverse_parts {method.reverse_parts!r} is not one of all, ram")
+
+
+def _validate_eval(eval_cfg: DictConfig, concepts: DictConfig) -> None:
+    if eval_cfg.sampling not in SAMPLING_MODES:
+        raise ConfigError(f"eval.sampling {eval_cfg.sampling!r} is not one of {SAMPLING_MODES}")
+    sampler = eval_cfg.sampler
+    if int(sampler.steps) < 1 or int(sampler.batch_size) < 1:
+        raise ConfigError("eval.sampler.steps and eval.sampler.batch_size must be >= 1")
+    if float(sampler.guidance_scale) < 1:
+        raise ConfigError("eval.sampler.guidance_scale must be >= 1")
+    from .evaluation.registry import get_benchmark
+
+    for name in eval_cfg.benchmarks:
+        get_benchmark(name)  # raises ConfigError listing the known benchmarks
+    if eval_cfg.get("compose"):
+        for key, weight in eval_cfg.compose.items():
+            if float(weight) < 0:
+                raise ConfigError(f"eval.compose.{key} must be >= 0")
+
+
+def plain(cfg: Any) -> Any:
+    """A resolved plain-Python copy of a config node (what library functions take)."""
+    if isinstance(cfg, DictConfig) or OmegaConf.is_config(cfg):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg

@@ -1,0 +1,179 @@
+"""Image quality: CLIP score and FID (clean-fid, clean mode) with cached reference statistics.
+
+FID uses clean-fid's own resizing ("clean": PIL bicubic to 299 x 299 in float) and its Frechet distance; the
+feature extractor is pluggable so tests and the toy world can run it with a small network. Reference statistics
+are cached under a key that hashes the reference file list, the extractor identity and the mode, so statistics of
+one extractor or one subset are never reused for another.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from respodiff.errors import MissingAssetError
+from respodiff.evaluation.registry import Metric
+
+CLIP_SCORE = Metric(
+    name="clip_score",
+    version="1",
+    higher_is_better=True,
+    description="100 x cosine between CLIP image and text embeddings, mean over images",
+)
+FID = Metric(
+    name="fid",
+    version="1",
+    higher_is_better=False,
+    description="Frechet distance of generated vs reference image features (clean-fid, clean mode)",
+)
+FID_MODE = "clean"
+_STATS_FORMAT = "respodiff.fid_stats/1"
+
+
+def clip_scores(image_embeddings: np.ndarray, text_embeddings: np.ndarray) -> np.ndarray:
+    """100 x cosine of paired rows (image i with text i). Not clipped at 0: the paper reports the raw scale."""
+    images = np.asarray(image_embeddings, dtype=np.float64)
+    texts = np.asarray(text_embeddings, dtype=np.float64)
+    if images.shape != texts.shape:
+        raise ValueError(f"image embeddings {images.shape} and text embeddings {texts.shape} must pair row by row")
+    images = images / np.linalg.norm(images, axis=1, keepdims=True)
+    texts = texts / np.linalg.norm(texts, axis=1, keepdims=True)
+    return 100.0 * (images * texts).sum(axis=1)
+
+
+def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    features = np.asarray(features, dtype=np.float64)
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"FID needs at least two feature rows, got shape {features.shape}")
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    from cleanfid.fid import frechet_distance as _cleanfid_frechet
+
+    return float(_cleanfid_frechet(mu1, sigma1, mu2, sigma2))
+
+
+def require_all_exist(paths: Sequence[str | os.PathLike], expected: int | None, what: str) -> None:
+    """Refuse a partial image set: count first, then check every file."""
+    if expected is not None and len(paths) != expected:
+        raise MissingAssetError(f"{what}: expected {expected} images, got {len(paths)}; refusing to compute FID")
+    missing = [str(p) for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise MissingAssetError(
+            f"{what}: {len(missing)} of {len(paths)} images are missing (e.g. {missing[:3]}); refusing to compute FID"
+        )
+
+
+def reference_key(
+    paths: Sequence[str | os.PathLike], extractor_id: str, mode: str = FID_MODE, root: str | os.PathLike | None = None
+) -> str:
+    """sha256 over (mode, extractor, sorted relative file names with sizes): cheap, and moves with the folder."""
+    root = Path(root) if root is not None else Path(os.path.commonpath([os.path.abspath(p) for p in paths]))
+    if root.is_file():
+        root = root.parent
+    entries = sorted(
+        (os.path.relpath(os.path.abspath(p), os.path.abspath(root)), os.path.getsize(p)) for p in paths
+    )
+    digest = hashlib.sha256()
+    digest.update(json.dumps({"mode": mode, "extractor": extractor_id}, sort_keys=True).encode())
+    for name, size in entries:
+        digest.update(f"{name}\t{size}\n".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class FidResult:
+    value: float
+    n_generated: int
+    n_reference: int
+    reference_key: str
+
+
+class FidScorer:
+    """FID with clean-fid's clean-mode preprocessing and any feature extractor.
+
+    `extractor` maps a float batch (B, 3, 299, 299) in [0, 255] to features (B, D), as clean-fid's Inception does.
+    `extractor_id` names it in cache keys and results (e.g. "clean-fid inception-2015-12-05 sha256:...").
+    """
+
+    def __init__(
+        self,
+        extractor: Callable,
+        extractor_id: str,
+        stats_dir: str | os.PathLike,
+        *,
+        mode: str = FID_MODE,
+        device: str = "cpu",
+        batch_size: int = 32,
+        num_workers: int = 0,
+    ) -> None:
+        if mode != FID_MODE:
+            raise ValueError(f"only clean-fid's {FID_MODE!r} mode is supported, got {mode!r}")
+        self.extractor = extractor
+        self.extractor_id = extractor_id
+        self.stats_dir = Path(stats_dir)
+        self.mode = mode
+        self.device = device
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.last_reference_key: str | None = None
+
+    def identity(self) -> dict:
+        return {"fid_mode": self.mode, "fid_features": self.extractor_id, "fid_reference_stats": self.last_reference_key}
+
+    def features(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
+        import torch
+        from cleanfid.fid import get_files_features
+
+        return get_files_features(
+            [str(p) for p in paths],
+            model=self.extractor,
+            num_workers=self.num_workers,
+            batch_size=self.batch_size,
+            device=torch.device(self.device),
+            mode=self.mode,
+            verbose=False,
+        )
+
+    def reference_statistics(
+        self, paths: Sequence[str | os.PathLike], root: str | os.PathLike | None = None
+    ) -> tuple[np.ndarray, np.ndarray, str]:
+        """(mu, sigma, key) of the reference images, computed once per key and cached as npz."""
+        key = reference_key(paths, self.extractor_id, self.mode, root)
+        target = self.stats_dir / f"{key}.npz"
+        if target.is_file():
+            with np.load(target) as stats:
+                return stats["mu"], stats["sigma"], key
+        mu, sigma = feature_statistics(self.features(paths))
+        self.stats_dir.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".tmp.npz")
+        np.savez(partial, mu=mu, sigma=sigma)
+        os.replace(partial, target)  # atomic: a crash never leaves half a statistics file under the final name
+        meta = {"format": _STATS_FORMAT, "key": key, "mode": self.mode, "extractor": self.extractor_id,
+                "n": len(paths), "root": str(root) if root is not None else None}
+        target.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        return mu, sigma, key
+
+    def fid(
+        self,
+        generated: Sequence[str | os.PathLike],
+        reference: Sequence[str | os.PathLike],
+        *,
+        expected: int | None = None,
+        reference_root: str | os.PathLike | None = None,
+    ) -> FidResult:
+        """FID of `generated` against `reference`; refuses unless every expected image exists."""
+        require_all_exist(generated, expected, "generated images")
+        require_all_exist(reference, None, "reference images")
+        mu_ref, sigma_ref, key = self.reference_statistics(reference, reference_root)
+        self.last_reference_key = key
+        mu_gen, sigma_gen = feature_statistics(self.features(generated))
+        value = frechet_distance(mu_gen, sigma_gen, mu_ref, sigma_ref)
+        return FidResult(value=value, n_generated=len(generated), n_reference=len(reference), reference_key=key)

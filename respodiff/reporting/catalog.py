@@ -1,0 +1,92 @@
+"""Which metrics a reproduction spec may name, with their direction and display label.
+
+Specs are checked against this catalogue before any table is built, so a typo such as `devratio` fails at once
+instead of rendering a column of dashes. The benchmark registry (respodiff.evaluation.registry) is the source of
+truth once a benchmark is registered there; this table is the fallback that keeps `make paper-tables` working
+without importing the evaluation stack (torch, CLIP, NudeNet) and before a benchmark is implemented.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from respodiff.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class SpecError(ConfigError):
+    """A reproduction spec is malformed or names something the project does not know."""
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    benchmark: str
+    name: str
+    higher_is_better: bool
+    label: str
+
+
+def _m(benchmark: str, name: str, higher_is_better: bool, label: str) -> MetricInfo:
+    return MetricInfo(benchmark, name, higher_is_better, label)
+
+
+_BUILTIN: tuple[MetricInfo, ...] = (
+    _m("winobias", "devrat", False, "DevRat"),
+    _m("winobias", "winoalign", True, "WinoAlign"),
+    _m("i2p", "inappropriate", False, "Inappropriate"),
+    _m("coco30k", "fid", False, "FID-30k"),
+    _m("coco30k", "clip", True, "CLIP-30k"),
+    _m("coco5k", "fid", False, "FID-5k"),
+    _m("coco5k", "clip", True, "CLIP-5k"),
+    # Toy world: exact classifiers replace CLIP / NudeNet / Q16; "alignment" is the share of images whose
+    # prompted content the exact classifier still finds (the toy analogue of WinoAlign / CLIP score).
+    _m("toy_gender", "devrat", False, "DevRat"),
+    _m("toy_gender", "alignment", True, "Align"),
+    _m("toy_race", "devrat", False, "DevRat"),
+    _m("toy_race", "alignment", True, "Align"),
+    _m("toy_safety", "inappropriate", False, "Unsafe"),
+    _m("toy_safety", "alignment", True, "Align"),
+)
+
+BUILTIN_METRICS: dict[tuple[str, str], MetricInfo] = {(m.benchmark, m.name): m for m in _BUILTIN}
+
+
+def _from_registry(benchmark: str, name: str) -> MetricInfo | None:
+    """Look the metric up in the benchmark registry; None when the registry or benchmark is unavailable."""
+    try:
+        import importlib
+        import pkgutil
+
+        from respodiff.evaluation import registry  # type: ignore[attr-defined]
+
+        # Benchmarks register themselves on import; import only the one asked for, not the whole evaluation stack.
+        try:
+            import benchmarks
+
+            if any(mod.name == benchmark for mod in pkgutil.iter_modules(benchmarks.__path__)):
+                importlib.import_module(f"benchmarks.{benchmark}")
+        except ImportError:
+            pass
+        bench = registry.get_benchmark(benchmark)
+    except Exception as exc:  # registry absent, benchmark unknown or its deps missing: all mean "not known here"
+        log.debug("benchmark registry lookup for %s failed: %s", benchmark, exc)
+        return None
+    for metric in getattr(bench, "metrics", ()):
+        if metric.name == name:
+            return MetricInfo(benchmark, name, bool(metric.higher_is_better), name)
+    return None
+
+
+def metric_info(benchmark: str, name: str) -> MetricInfo:
+    """Direction and label of a metric; raises SpecError naming the known metrics when it is unknown."""
+    info = BUILTIN_METRICS.get((benchmark, name)) or _from_registry(benchmark, name)
+    if info is None:
+        known = sorted(m for b, m in BUILTIN_METRICS if b == benchmark)
+        if known:
+            hint = f"known metrics of benchmark {benchmark!r}: {', '.join(known)}"
+        else:
+            hint = f"known benchmarks: {', '.join(sorted({b for b, _ in BUILTIN_METRICS}))}"
+        raise SpecError(f"unknown metric {benchmark!r}/{name!r} ({hint})")
+    return info

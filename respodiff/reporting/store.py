@@ -1,0 +1,286 @@
+"""Results store: one JSON per evaluated benchmark per run (schema in docs/CONTRACTS.md).
+
+`write_result` is the only writer, so every result carries its provenance; `load_results` flattens any number of
+them into one long DataFrame (one row per metric value) that tables and plots query; `collect_results` copies the
+JSONs out of the (ignored) Hydra run folders into the committed `results/runs/<experiment>/<run_name>/` tree.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+from respodiff.errors import RespodiffError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "respodiff.result/1"
+_SCHEMA_PREFIX = "respodiff.result/"
+
+# Versions that change numbers (models, evaluators) or their reading (pandas); read from package metadata so that
+# writing a result never imports torch.
+VERSIONED_PACKAGES = (
+    "respodiff", "torch", "diffusers", "transformers", "accelerate", "open_clip_torch", "nudenet", "clean-fid",
+    "torchmetrics", "numpy", "pandas", "pillow",
+)
+
+COLUMNS = [
+    "experiment", "run_name", "overrides", "method", "model", "concepts", "benchmark", "metric", "group",
+    "value", "ci_low", "ci_high", "n", "version", "higher_is_better", "created", "git_hash", "config", "source",
+]
+
+
+class ResultsError(RespodiffError):
+    """A results JSON is malformed or cannot be stored."""
+
+
+def group_key(group: dict | None) -> str:
+    """Stable string for a metric group: "" for the overall value, else "k=v" pairs sorted by key, ";"-joined."""
+    if not group:
+        return ""
+    if not isinstance(group, dict):
+        raise ResultsError(f"metric group must be a dict or null, got {group!r}")
+    return ";".join(f"{k}={group[k]}" for k in sorted(group))
+
+
+def git_hash(cwd: str | os.PathLike | None = None) -> str:
+    """HEAD commit, with "-dirty" when tracked files differ from it; "unknown" outside a git checkout."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def package_versions(names: Iterable[str] = VERSIONED_PACKAGES) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _check_result(result: dict, where: str) -> None:
+    for key in ("benchmark", "metrics"):
+        if key not in result:
+            raise ResultsError(f"{where}: results JSON has no {key!r} field")
+    if not isinstance(result["metrics"], list):
+        raise ResultsError(f"{where}: 'metrics' must be a list")
+    for i, m in enumerate(result["metrics"]):
+        if not isinstance(m, dict) or "name" not in m or "value" not in m:
+            raise ResultsError(f"{where}: metrics[{i}] needs at least 'name' and 'value', got {m!r}")
+        group_key(m.get("group"))
+
+
+def _json_safe(value):
+    # NaN/inf are not JSON; store them as null so a reader sees "missing", never a number it might average.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):  # numpy / torch scalars
+        return _json_safe(value.item())
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    """Write JSON so that readers see either the old file or the complete new one, never a torn write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_result(run_dir: str | os.PathLike, result_dict: dict) -> Path:
+    """Atomically write `<run_dir>/results/<benchmark>.json`, filling schema, git hash, versions and date if absent."""
+    result = dict(result_dict)
+    _check_result(result, f"write_result({run_dir})")
+    result.setdefault("schema", SCHEMA)
+    if not str(result.get("git_hash") or ""):
+        result["git_hash"] = git_hash()
+    if not result.get("versions"):
+        result["versions"] = package_versions()
+    if not result.get("created"):
+        result["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    for key in ("experiment", "run_name", "method", "model", "concepts"):
+        result.setdefault(key, "")
+    result.setdefault("overrides", [])
+    benchmark = str(result["benchmark"])
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", benchmark):
+        raise ResultsError(f"benchmark name {benchmark!r} is not usable as a file name")
+    return atomic_write_json(Path(run_dir) / "results" / f"{benchmark}.json", _json_safe(result))
+
+
+def read_result(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    try:
+        result = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ResultsError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(result, dict) or not str(result.get("schema", "")).startswith(_SCHEMA_PREFIX):
+        raise ResultsError(f"{path}: not a respodiff result (schema {SCHEMA!r} expected)")
+    _check_result(result, str(path))
+    return result
+
+
+def _is_result_file(path: Path) -> bool:
+    # Directory scans meet other JSON (Hydra configs, W&B files); only files declaring our schema count.
+    try:
+        with path.open(encoding="utf-8") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return '"schema"' in head and _SCHEMA_PREFIX in head
+
+
+def find_result_files(paths_or_dirs) -> list[Path]:
+    if isinstance(paths_or_dirs, (str, os.PathLike)):
+        paths_or_dirs = [paths_or_dirs]
+    files: list[Path] = []
+    for p in map(Path, paths_or_dirs):
+        if p.is_dir():
+            files.extend(f for f in sorted(p.rglob("*.json")) if "wandb" not in f.parts and _is_result_file(f))
+        elif p.is_file():
+            files.append(p)  # named explicitly: must be a result, read_result raises otherwise
+        else:
+            log.warning("results path %s does not exist; skipped", p)
+    return files
+
+
+def _flatten(cfg, prefix: str = "") -> dict:
+    out = {}
+    if isinstance(cfg, dict):
+        for k, v in cfg.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+        out[prefix[:-1]] = cfg
+    return out
+
+
+def _num(value):
+    return float(value) if value is not None else math.nan
+
+
+def result_rows(result: dict, source: str = "") -> list[dict]:
+    """The long-format rows of one results JSON (one per metric value)."""
+    base = {
+        "experiment": str(result.get("experiment") or ""),
+        "run_name": str(result.get("run_name") or ""),
+        "overrides": tuple(str(o) for o in (result.get("overrides") or ())),
+        "method": str(result.get("method") or ""),
+        "model": str(result.get("model") or ""),
+        "concepts": str(result.get("concepts") or ""),
+        "benchmark": str(result["benchmark"]),
+        "created": str(result.get("created") or ""),
+        "git_hash": str(result.get("git_hash") or ""),
+        # Flattened dotted keys, so a spec can select runs by a config value the overrides do not show.
+        "config": _flatten(result.get("config") or {}),
+        "source": source,
+    }
+    rows = []
+    for m in result["metrics"]:
+        hib = m.get("higher_is_better")
+        rows.append({
+            **base,
+            "metric": str(m["name"]),
+            "group": group_key(m.get("group")),
+            "value": _num(m.get("value")),
+            "ci_low": _num(m.get("ci_low")),
+            "ci_high": _num(m.get("ci_high")),
+            "n": int(m["n"]) if m.get("n") is not None else pd.NA,
+            "version": str(m.get("version") or ""),
+            "higher_is_better": bool(hib) if hib is not None else pd.NA,
+        })
+    return rows
+
+
+def load_results(paths_or_dirs) -> pd.DataFrame:
+    """One row per metric value of every results JSON found (files, or folders searched recursively).
+
+    The same result reached twice (e.g. in outputs/ and in results/runs/) appears once.
+    """
+    rows = []
+    for f in find_result_files(paths_or_dirs):
+        rows.extend(result_rows(read_result(f), source=str(f)))
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    if df.empty:
+        return df
+    key = ["experiment", "run_name", "benchmark", "created", "metric", "group"]
+    df = df.loc[~df[key].astype(str).duplicated()].reset_index(drop=True)
+    df["n"] = df["n"].astype("Int64")
+    df["higher_is_better"] = df["higher_is_better"].astype("boolean")
+    return df
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9=,._+@-]+")
+
+
+def safe_dirname(name: str, default: str = "default") -> str:
+    """File-system safe form of a run name (overrides string); long names keep a hash so they stay distinct."""
+    import hashlib
+
+    clean = _UNSAFE.sub("_", name).strip("._") or default
+    if len(clean) > 120:
+        clean = clean[:100] + "_" + hashlib.sha256(name.encode()).hexdigest()[:12]
+    return clean
+
+
+def collect_results(outputs_root: str | os.PathLike, dest: str | os.PathLike = "results/runs") -> list[Path]:
+    """Copy every run's results JSON under outputs_root to `<dest>/<experiment>/<run_name>/<benchmark>.json`.
+
+    When two runs share experiment and run name (a rerun), the most recent `created` wins and a warning says so.
+    Returns the written paths.
+    """
+    chosen: dict[Path, tuple[str, Path]] = {}
+    for f in find_result_files(outputs_root):
+        result = read_result(f)
+        experiment = safe_dirname(str(result.get("experiment") or ""), default="unknown")
+        target = Path(dest) / experiment / safe_dirname(str(result.get("run_name") or "")) / f"{result['benchmark']}.json"
+        created = str(result.get("created") or "")
+        if target in chosen:
+            other_created, other = chosen[target]
+            newer = (created, str(f)) > (other_created, str(other))
+            log.warning("two results for %s: %s and %s; keeping %s", target, other, f, f if newer else other)
+            if not newer:
+                continue
+        chosen[target] = (created, f)
+    written = []
+    for target, (_, src) in sorted(chosen.items()):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, target)
+        written.append(target)
+    log.info("collected %d result file(s) from %s into %s", len(written), outputs_root, dest)
+    return written

@@ -1,0 +1,300 @@
+"""Paper tables: each reproduction spec rendered to Markdown and LaTeX, our number beside the paper's.
+
+A cell reads "0.14 [0.12, 0.16] (paper 0.14)". A cell without a result is a dash, never a zero, and every such
+dash has a warning (logged, and listed under the table) that says which run was looked for and what was found
+instead. Paper-only rows (baselines this project does not run) show only the paper's number and one note.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from respodiff.reporting.selection import ResultRef, describe_match, matches, select, split_results
+from respodiff.reporting.specs import ColumnSpec, RowSpec, TableSpec, load_specs
+from respodiff.reporting.store import group_key, load_results
+
+log = logging.getLogger(__name__)
+
+DASH = "–"
+_ARROW_MD = {True: "↑", False: "↓"}
+_ARROW_TEX = {True: r"$\uparrow$", False: r"$\downarrow$"}
+
+
+@dataclass
+class Cell:
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n: int | None = None
+    paper: float | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class Table:
+    spec: TableSpec
+    rows: list[RowSpec]
+    cells: dict[tuple[str, str], Cell]
+    warnings: list[str] = field(default_factory=list)
+    runs: dict[str, list[str]] = field(default_factory=dict)  # row label -> provenance lines
+
+    def cell(self, row: str, col: str) -> Cell:
+        return self.cells[(row, col)]
+
+    @property
+    def filled(self) -> int:
+        return sum(c.value is not None for c in self.cells.values())
+
+
+def _finite(x) -> float | None:
+    if x is None or x is pd.NA:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _fmt_value(v: float, digits: int) -> str:
+    return f"{v:.{digits}f}"
+
+
+def _sweep_label(template: str, value: float) -> str:
+    return template.format(value=f"{value:g}")
+
+
+def sweep_rows(spec: TableSpec, refs: list[ResultRef]) -> list[RowSpec]:
+    """One row per parameter value: the declared values (with paper numbers) plus any value found among the runs."""
+    sweep = spec.sweep
+    if sweep is None:
+        return []
+    allowed = list(dict.fromkeys([*sweep.match.get("only_override_keys", []), sweep.param]))
+    base = {**sweep.match, "only_override_keys": allowed}
+    values = set(sweep.values)
+    probe = {k: v for k, v in base.items() if k != "config"}
+    for ref in refs:
+        if matches(ref, probe):
+            value = ref.param(sweep.param)
+            if isinstance(value, float):
+                values.add(value)
+    rows = []
+    for value in sorted(values):
+        info = sweep.values.get(value, {})
+        label = info.get("label") or _sweep_label(sweep.label, value)
+        config = {**sweep.match.get("config", {}), sweep.param: value}
+        rows.append(RowSpec(str(label), {**base, "config": config}, info.get("paper", {}), False,
+                            info.get("note", ""), sweep_value=value))
+    return rows
+
+
+def _lookup(row: RowSpec, col: ColumnSpec, refs: list[ResultRef], warnings: list[str]) -> tuple[Cell, ResultRef | None]:
+    """The cell's numbers and the result they came from; appends a warning for every reason a value is absent."""
+    cell = Cell(paper=row.paper.get(col.id))
+    if row.paper_only:
+        return cell, None
+    match = {**row.match, **col.match}
+    where = f"{row.label} / {col.label}"
+    chosen, found = select(refs, match, col.benchmark)
+    if chosen is None:
+        same_bench = sorted({r.run_id for r in refs if r.benchmark == col.benchmark})
+        hint = f"; {col.benchmark} results exist for: {', '.join(same_bench[:6])}" if same_bench else ""
+        hint += " ..." if len(same_bench) > 6 else ""
+        warnings.append(f"{where}: no {col.benchmark} result matches {describe_match(match)}{hint}")
+        return cell, None
+    others = sorted({r.run_id for r in found} - {chosen.run_id})
+    if others:
+        warnings.append(f"{where}: {len(found)} results match {describe_match(match)}; using the latest, "
+                        f"{chosen.run_id} (also: {', '.join(others)})")
+    want_group = group_key(col.group).casefold()
+    hits = chosen.rows[(chosen.rows["metric"] == col.metric)
+                       & (chosen.rows["group"].str.casefold() == want_group)]
+    gname = f"[{group_key(col.group)}]" if col.group else ""
+    if hits.empty:
+        warnings.append(f"{where}: run {chosen.run_id} has no {col.benchmark}/{col.metric}{gname} value")
+        return cell, None
+    hit = hits.iloc[-1]
+    cell.run_id = chosen.run_id
+    cell.value = _finite(hit["value"])
+    if cell.value is None:
+        warnings.append(f"{where}: run {chosen.run_id} recorded {col.metric}{gname} as null")
+        return cell, None
+    cell.ci_low, cell.ci_high = _finite(hit["ci_low"]), _finite(hit["ci_high"])
+    cell.n = None if pd.isna(hit["n"]) else int(hit["n"])
+    hib = hit["higher_is_better"]
+    if not pd.isna(hib) and bool(hib) != col.higher_is_better:
+        warnings.append(f"{where}: run {chosen.run_id} says higher_is_better={bool(hib)} for {col.metric}, "
+                        f"the catalogue says {col.higher_is_better}")
+    return cell, chosen
+
+
+def build_table(spec: TableSpec, results: pd.DataFrame | list[ResultRef] | None) -> Table:
+    """Resolve every cell of a spec against loaded results (the DataFrame from load_results)."""
+    refs = results if isinstance(results, list) else split_results(results)
+    rows = [*spec.rows, *sweep_rows(spec, refs)]
+    warnings: list[str] = []
+    cells = {}
+    runs: dict[str, list[str]] = {}
+    for row in rows:
+        used: set[str] = set()
+        for col in spec.columns:
+            cell, ref = _lookup(row, col, refs, warnings)
+            cells[(row.label, col.id)] = cell
+            if ref is not None:
+                used.add(f"{ref.run_id} [{ref.benchmark}] (git {ref.git_hash[:12] or '?'}, {ref.created or '?'})")
+        if used:
+            runs[row.label] = sorted(used)
+    table = Table(spec, rows, cells, warnings, runs)
+    for w in warnings:
+        log.warning("%s: %s", spec.name, w)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------- rendering
+
+
+def _cell_text(cell: Cell, digits: int, latex: bool) -> str:
+    if cell.value is None:
+        ours = "--" if latex else DASH
+    else:
+        ours = _fmt_value(cell.value, digits)
+        if cell.ci_low is not None and cell.ci_high is not None:
+            ci = f"[{_fmt_value(cell.ci_low, digits)}, {_fmt_value(cell.ci_high, digits)}]"
+            ours += rf" {{\scriptsize {ci}}}" if latex else f" {ci}"
+    if cell.paper is not None:
+        paper = _fmt_value(cell.paper, digits)
+        ours += f" ({paper})" if latex else f" (paper {paper})"
+    return ours
+
+
+def _grid(table: Table, latex: bool) -> tuple[list[str], list[list[str]]]:
+    """Header and body cells (label-escaped by the caller), rows = spec rows unless the spec is transposed."""
+    spec = table.spec
+    arrows = _ARROW_TEX if latex else _ARROW_MD
+    esc = _tex_escape if latex else _md_escape
+    col_heads = [f"{esc(c.label)} {arrows[c.higher_is_better]}" for c in spec.columns]
+    if not spec.transpose:
+        header = [esc(spec.row_header), *col_heads]
+        body = [[esc(r.label), *(_cell_text(table.cell(r.label, c.id), c.digits, latex) for c in spec.columns)]
+                for r in table.rows]
+    else:
+        header = [esc(spec.row_header), *(esc(r.label) for r in table.rows)]
+        body = [[head, *(_cell_text(table.cell(r.label, c.id), c.digits, latex) for r in table.rows)]
+                for c, head in zip(spec.columns, col_heads)]
+    return header, body
+
+
+def _paper_only_note(table: Table) -> str | None:
+    labels = [r.label for r in table.rows if r.paper_only]
+    if not labels:
+        return None
+    return f"Paper-only rows (baselines not run by this project): {', '.join(labels)}."
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+def render_markdown(table: Table) -> str:
+    spec = table.spec
+    header, body = _grid(table, latex=False)
+    lines = [f"# {spec.title}", ""]
+    if spec.source:
+        lines += [f"Source: {spec.source}", ""]
+    lines += ["Cells: ours [CI] (paper). ↓ lower is better, ↑ higher is better; – no result.", ""]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|")
+    lines += ["| " + " | ".join(r) + " |" for r in body]
+    notes = [*spec.notes, *(f"{r.label}: {r.note}" for r in table.rows if r.note)]
+    po = _paper_only_note(table)
+    if po:
+        notes.append(po)
+    if notes:
+        lines += ["", "Notes:", *(f"- {_md_escape(n)}" for n in notes)]
+    if table.warnings:
+        lines += ["", f"Warnings ({len(table.warnings)}):", *(f"- {_md_escape(w)}" for w in table.warnings)]
+    if table.runs:
+        lines += ["", "Runs:", *(f"- {_md_escape(label)}: {'; '.join(v)}" for label, v in table.runs.items())]
+    return "\n".join(lines) + "\n"
+
+
+_TEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+                "λ": r"$\lambda$", "–": "--", "→": r"$\rightarrow$", "×": r"$\times$"}
+
+
+def _tex_escape(text: str) -> str:
+    return "".join(_TEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def render_latex(table: Table) -> str:
+    spec = table.spec
+    header, body = _grid(table, latex=True)
+    caption = spec.caption or spec.title
+    lines = [
+        f"% Generated by respodiff.reporting.tables from {Path(spec.path).name or spec.name}; do not edit.",
+        "% Needs \\usepackage{booktabs}.",
+    ]
+    lines += [f"% WARNING: {w}" for w in table.warnings]
+    lines += [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{_tex_escape(caption)}. Ours [CI] (paper).}}",
+        rf"\label{{tab:{spec.name}}}",
+        r"\begin{tabular}{l" + "c" * (len(header) - 1) + "}",
+        r"\toprule",
+        " & ".join(header) + r" \\",
+        r"\midrule",
+        *(" & ".join(r) + r" \\" for r in body),
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+    ]
+    po = _paper_only_note(table)
+    if po:
+        lines.append(f"% {po}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def render_tables(results: str | os.PathLike | list | pd.DataFrame | None, specs_dir: str | os.PathLike,
+                  out_dir: str | os.PathLike, plots_dir: str | os.PathLike | None = None) -> dict[str, Table]:
+    """Render every spec to `<out_dir>/<spec>.md` and `.tex` (+ plots of specs that have data); returns the tables.
+
+    `results` is a results folder / list of paths (loaded with load_results), an already loaded DataFrame, or None.
+    """
+    if isinstance(results, pd.DataFrame):
+        df = results
+    elif results is None:
+        df = load_results([])
+    else:
+        df = load_results(results)
+    refs = split_results(df)
+    out_dir = Path(out_dir)
+    tables: dict[str, Table] = {}
+    index = ["# Reproduction tables", "", "| table | cells with our result | warnings |", "|---|:---:|:---:|"]
+    for spec in load_specs(specs_dir):
+        table = build_table(spec, refs)
+        tables[spec.name] = table
+        _write_text(out_dir / f"{spec.name}.md", render_markdown(table))
+        _write_text(out_dir / f"{spec.name}.tex", render_latex(table))
+        runnable = sum(not r.paper_only for r in table.rows) * len(spec.columns)
+        index.append(f"| [{spec.title}]({spec.name}.md) | {table.filled}/{runnable} | {len(table.warnings)} |")
+        if plots_dir is not None and spec.plots:
+            from respodiff.reporting.plots import render_spec_plots
+
+            render_spec_plots(table, refs, plots_dir)
+    _write_text(out_dir / "index.md", "\n".join(index) + "\n")
+    return tables

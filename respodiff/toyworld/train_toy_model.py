@@ -1,0 +1,349 @@
+"""Train the toy-world latent diffusion model from scratch on a CPU and save it in diffusers layout.
+
+    python -m respodiff.toyworld.train_toy_model --out models/toy
+
+Stages (each resumable from --work-dir, default outputs/toy_train):
+  1. render the training set from the planted caption distribution (world.sample_scenes);
+  2. train a small AutoencoderKL (32 px -> 4 x 8 x 8 latents), then cache posterior mean/std;
+  3. train UNet2DConditionModel + CLIPTextModel jointly with eps-prediction on the DDPM schedule
+     matching PROTOCOL.md's DDIM settings, dropping 10% of captions to "" for classifier-free
+     guidance; an EMA of both is what gets saved;
+  4. save a StableDiffusionPipeline (DDIMScheduler, no safety checker) with `save_pretrained`.
+Sizes were picked so the whole run fits in <= 60 min on 2 shared CPU cores (see --trial).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .renderer import render_many
+from .tokenizer import MODEL_MAX_LENGTH, build_tokenizer, write_tokenizer_files
+from .world import IMAGE_SIZE, sample_scenes
+
+SCHEDULER_KW = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+    prediction_type="epsilon",
+)
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ---------------------------------------------------------------------------- model configs
+def make_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=IMAGE_SIZE,
+    )
+
+
+def make_text_encoder(tokenizer):
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    cfg = CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        projection_dim=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return CLIPTextModel(cfg)
+
+
+def make_unet():
+    from diffusers import UNet2DConditionModel
+
+    # 8x8 latents -> 4x4 bottleneck: h-space is 128 x 4 x 4 (SD1.4's is 1280 x 8 x 8). Two levels
+    # keep the bottleneck spatial and the model ~3M parameters (~0.3 s per batch of 64 on 2 cores).
+    return UNet2DConditionModel(
+        sample_size=IMAGE_SIZE // 4,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(64, 128),
+        layers_per_block=1,
+        cross_attention_dim=128,
+        attention_head_dim=4,
+        norm_num_groups=32,
+    )
+
+
+# ---------------------------------------------------------------------------- helpers
+def to_tensor(images_uint8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images_uint8).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+class Checkpointer:
+    """Small resumable state under the work dir (our own files: loaded with weights_only)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def save(self, state: dict) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.path)
+
+    def load(self) -> dict | None:
+        return torch.load(self.path, weights_only=True) if self.path.exists() else None
+
+
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for pe, pm in zip(ema.parameters(), model.parameters()):
+            pe.lerp_(pm, 1.0 - decay)
+
+
+# ---------------------------------------------------------------------------- stages
+def stage_data(args, work: Path):
+    path = work / "data.npz"
+    if path.exists():
+        d = np.load(path)
+        return d["images"], list(d["captions"])
+    t0 = time.time()
+    scenes = sample_scenes(args.n_images, args.seed)
+    images = render_many(scenes)
+    captions = [s.caption for s in scenes]
+    np.savez(path, images=images, captions=np.array(captions))
+    log(f"rendered {len(scenes)} images in {time.time() - t0:.0f}s")
+    return images, captions
+
+
+def stage_vae(args, work: Path, images: np.ndarray):
+    vae_dir = work / "vae"
+    if (vae_dir / "config.json").exists():
+        from diffusers import AutoencoderKL
+
+        return AutoencoderKL.from_pretrained(vae_dir)
+    torch.manual_seed(args.seed)
+    vae = make_vae()
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    ckpt = Checkpointer(work / "vae_ckpt.pt")
+    start = 0
+    if (st := ckpt.load()) is not None:
+        vae.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        start = st["step"]
+        log(f"vae: resumed at step {start}")
+    gen = torch.Generator().manual_seed(args.seed + 1)
+    t0 = time.time()
+    for step in range(start, args.vae_steps):
+        idx = torch.randint(0, len(images), (args.vae_batch,), generator=gen)
+        x = to_tensor(images[idx.numpy()])
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
+        loss = F.mse_loss(rec, x) + args.vae_kl * kl
+        # Cosine decay: the AE must be good quickly, and late small steps sharpen edges.
+        for g in opt.param_groups:
+            g["lr"] = 1e-3 * 0.5 * (1 + math.cos(math.pi * step / args.vae_steps))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if (step + 1) % 50 == 0 or step == start:
+            el = time.time() - t0
+            log(f"vae step {step + 1}/{args.vae_steps} mse {F.mse_loss(rec, x).item():.5f} kl {kl.item():.3f} "
+                f"({el / (step + 1 - start):.3f}s/it)")
+        if (step + 1) % 250 == 0:
+            ckpt.save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1})
+        if args.trial and step + 1 - start >= args.trial:
+            return vae
+    vae.eval()
+    # Scale latents to unit variance as SD does; the pipeline divides by this factor on decode.
+    with torch.no_grad():
+        sample = to_tensor(images[: min(2048, len(images))])
+        z = torch.cat([vae.encode(sample[i : i + 256]).latent_dist.mean for i in range(0, len(sample), 256)])
+    vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    vae.save_pretrained(vae_dir)
+    log(f"vae done: scaling_factor {vae.config.scaling_factor:.4f}")
+    return vae
+
+
+def stage_latents(work: Path, vae, images: np.ndarray):
+    path = work / "latents.pt"
+    if path.exists():
+        return torch.load(path, weights_only=True)
+    means, stds = [], []
+    with torch.no_grad():
+        for i in range(0, len(images), 512):
+            post = vae.encode(to_tensor(images[i : i + 512])).latent_dist
+            means.append(post.mean)
+            stds.append(post.std)
+    lat = {"mean": torch.cat(means), "std": torch.cat(stds)}
+    torch.save(lat, path)
+    return lat
+
+
+def stage_diffusion(args, work: Path, tokenizer, latents: dict, captions: list[str], scaling: float):
+    from diffusers import DDPMScheduler
+
+    torch.manual_seed(args.seed + 2)
+    unet = make_unet()
+    text_encoder = make_text_encoder(tokenizer)
+    ema_unet, ema_te = copy.deepcopy(unet), copy.deepcopy(text_encoder)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
+    noise_sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_KW.items() if k not in ("set_alpha_to_one", "steps_offset")})
+    ids = tokenizer(captions, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True,
+                    return_tensors="pt").input_ids
+    empty = tokenizer([""], padding="max_length", max_length=MODEL_MAX_LENGTH, return_tensors="pt").input_ids[0]
+    ckpt = Checkpointer(work / "unet_ckpt.pt")
+    start, losses = 0, []
+    if (st := ckpt.load()) is not None:
+        unet.load_state_dict(st["unet"])
+        text_encoder.load_state_dict(st["te"])
+        ema_unet.load_state_dict(st["ema_unet"])
+        ema_te.load_state_dict(st["ema_te"])
+        opt.load_state_dict(st["opt"])
+        start, losses = st["step"], list(st["losses"])
+        log(f"unet: resumed at step {start}")
+    gen = torch.Generator().manual_seed(args.seed + 3)
+    # Skip the generator ahead deterministically so a resumed run draws what the uninterrupted one would.
+    gen.manual_seed(args.seed + 3 + 7919 * start)
+    alphas = noise_sched.alphas_cumprod
+    t0, n_done, deadline = time.time(), 0, time.time() + 60 * args.max_minutes
+    step = start
+    for step in range(start, args.unet_steps):
+        idx = torch.randint(0, len(captions), (args.batch,), generator=gen)
+        z0 = (latents["mean"][idx] + latents["std"][idx] * torch.randn(latents["mean"][idx].shape, generator=gen))
+        z0 = z0 * scaling
+        noise = torch.randn(z0.shape, generator=gen)
+        t = torch.randint(0, 1000, (args.batch,), generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        tok = ids[idx].clone()
+        drop = torch.rand(args.batch, generator=gen) < args.cfg_drop
+        tok[drop] = empty
+        emb = text_encoder(tok).last_hidden_state
+        pred = unet(zt, t, encoder_hidden_states=emb).sample
+        loss = F.mse_loss(pred, noise)
+        warm = min(1.0, (step + 1) / 300)
+        decay_frac = 0.5 * (1 + math.cos(math.pi * step / args.unet_steps))
+        for g in opt.param_groups:
+            g["lr"] = args.lr * warm * (0.1 + 0.9 * decay_frac)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        d = min(args.ema, (1 + step) / (10 + step))
+        ema_update(ema_unet, unet, d)
+        ema_update(ema_te, text_encoder, d)
+        losses.append(loss.item())
+        n_done += 1
+        if (step + 1) % 50 == 0 or step == start:
+            el = time.time() - t0
+            eta = el / n_done * (args.unet_steps - step - 1) / 60
+            log(f"unet step {step + 1}/{args.unet_steps} loss(avg50) {np.mean(losses[-50:]):.4f} "
+                f"{el / n_done:.3f}s/it eta {eta:.1f} min")
+        if (step + 1) % args.ckpt_every == 0:
+            ckpt.save({"unet": unet.state_dict(), "te": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
+                       "ema_te": ema_te.state_dict(), "opt": opt.state_dict(), "step": step + 1, "losses": losses})
+        if args.trial and n_done >= args.trial:
+            break
+        if time.time() > deadline:
+            log(f"time budget of {args.max_minutes} min reached at step {step + 1}; stopping early")
+            break
+    return ema_unet, ema_te, {"unet_steps_done": step + 1, "final_loss_avg200": float(np.mean(losses[-200:]))}
+
+
+def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet, meta: dict) -> None:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder.eval(),
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=DDIMScheduler(**SCHEDULER_KW),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(out, safe_serialization=True)
+    # transformers 5 saves tokenizer.json only; keep the CLIP BPE source files beside it too.
+    write_tokenizer_files(out / "tokenizer")
+    (out / "toy_model_card.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="models/toy")
+    p.add_argument("--work-dir", default="outputs/toy_train")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-images", type=int, default=40_000)
+    p.add_argument("--vae-steps", type=int, default=1200)
+    p.add_argument("--vae-batch", type=int, default=64)
+    p.add_argument("--vae-kl", type=float, default=1e-5)
+    p.add_argument("--unet-steps", type=int, default=8000)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--cfg-drop", type=float, default=0.1)
+    p.add_argument("--ckpt-every", type=int, default=250)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-minutes", type=float, default=55.0, help="safety stop for the UNet stage")
+    p.add_argument("--trial", type=int, default=0, help="time N steps of each stage, save nothing, exit")
+    args = p.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    work = Path(args.work_dir) / ("trial" if args.trial else "run")
+    work.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(work / "tokenizer_src")
+    images, captions = stage_data(args, work)
+    vae = stage_vae(args, work, images)
+    if args.trial:
+        scaling = 1.0
+        latents = {"mean": torch.randn(len(captions), 4, 8, 8), "std": torch.full((len(captions), 4, 8, 8), 0.1)}
+    else:
+        latents = stage_latents(work, vae, images)
+        scaling = vae.config.scaling_factor
+    unet, te, info = stage_diffusion(args, work, tokenizer, latents, captions, scaling)
+    if args.trial:
+        log("trial done")
+        return
+    meta = {
+        "what": "respodiff toy-world latent diffusion model, trained from scratch by the project on CPU",
+        "command": "python -m respodiff.toyworld.train_toy_model " + " ".join(argv or __import__("sys").argv[1:]),
+        "args": vars(args),
+        "wall_minutes": round((time.time() - t_start) / 60, 1),
+        **info,
+    }
+    save_pipeline(Path(args.out), vae, te, tokenizer, unet, meta)
+    log(f"saved pipeline to {args.out} in {meta['wall_minutes']} min total")
+
+
+if __name__ == "__main__":
+    main()

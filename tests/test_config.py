@@ -1,0 +1,100 @@
+"""Every config composes and validates; bad input fails fast, before any model is loaded."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from respodiff.config import register_resolvers, run_folder_name, validate
+from respodiff.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+
+
+def compose_config(*overrides: str):
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def test_there_are_experiments_to_check():
+    assert {"gender_sd14", "race_sd14", "safety_sd14", "gender_sdxl", "race_sdxl"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_validates_on_the_tiny_model(experiment):
+    cfg = compose_config(f"experiment={experiment}", "model=tiny")
+    validate(cfg)
+    assert cfg.experiment_name, "every experiment names its run folder"
+    assert cfg.model.source == "tiny"
+    OmegaConf.to_container(cfg, resolve=True)  # every interpolation resolves
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_validates(method):
+    validate(compose_config(f"method={method}"))
+
+
+def test_experiment_files_say_how_to_run_them():
+    for path in (CONF / "experiment").glob("*.yaml"):
+        head = path.read_text().splitlines()[:3]
+        assert head[0] == "# @package _global_", path.name
+        assert any("python run.py" in line or "make " in line for line in head), f"{path.name}: say the command"
+
+
+def test_negative_lambda_is_refused():
+    with pytest.raises(ConfigError, match="lambda_sem"):
+        validate(compose_config("method.lambda_sem=-1"))
+
+
+def test_ram_only_with_nonzero_lambda_is_refused():
+    with pytest.raises(ConfigError, match="ram_only"):
+        validate(compose_config("method=ram_only", "method.lambda_sem=0.5"))
+
+
+def test_unknown_stage_and_sampling_are_refused():
+    with pytest.raises(ConfigError, match="stage"):
+        validate(compose_config("stage=deploy"))
+    with pytest.raises(ConfigError, match="sampling"):
+        validate(compose_config("eval.sampling=random"))
+
+
+def test_run_folder_names_are_stable_and_flat():
+    assert run_folder_name("") == "default"
+    assert run_folder_name("method=ram_only") == "method=ram_only"
+    assert "/" not in run_folder_name("model.id=/some/folder")
+
+
+def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RESPODIFF_OUTPUTS": "/nonexistent-never-written"}
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "run.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["experiment=no_such_experiment"], "no_such_experiment"),
+        (["concepts=no_such_concept"], "no_such_concept"),
+        (["method.lambda_sem=-0.5"], "lambda_sem must be >= 0"),
+        (["model=sd14", "model.source=local", "model.id=/no/such/folder"], "/no/such/folder"),
+        (["model=sd14", "model.id=example-org/not-cached-model"], "not in the Hugging Face cache"),
+        (["eval.benchmarks=[no_such_benchmark]"], "no_such_benchmark"),
+    ],
+)
+def test_bad_input_fails_fast_with_a_clear_message(args, message, tmp_path):
+    result = run_cli(*args, f"paths.output_dir={tmp_path}", env_extra={"HF_HOME": str(tmp_path / "hf")})
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert message in output
+    assert "Traceback" not in output or "hydra" in output.lower()
+    assert "Loading pipeline components" not in output, "the failure must come before any model loads"
