@@ -174,7 +174,13 @@ class TransformationSet:
         for concept, parts in self.modules.items():
             for part, module in parts.items():
                 module.save_pretrained(folder / concept / part)
-        metadata = {**self.metadata, "concepts": {c: sorted(p) for c, p in self.modules.items()}}
+        # JSON objects are written with sorted keys, so the concept order (which fixes e.g. the column of each
+        # concept in per-row weights) is stored as a list of its own.
+        metadata = {
+            **self.metadata,
+            "concepts": {c: sorted(p) for c, p in self.modules.items()},
+            "concept_order": self.concepts,
+        }
         _write_json_atomically(folder / METADATA_FILE, metadata)
         return folder
 
@@ -195,9 +201,13 @@ class TransformationSet:
             )
         metadata = json.loads(metadata_path.read_text())
         check_compatible(metadata, expected_h_shape, expected_base_model, where=str(folder))
+        order = metadata.get("concept_order", list(metadata["concepts"]))
         modules = {
-            concept: {part: HSpaceTransform.from_pretrained(folder / concept / part) for part in parts}
-            for concept, parts in metadata["concepts"].items()
+            concept: {
+                part: HSpaceTransform.from_pretrained(folder / concept / part)
+                for part in metadata["concepts"][concept]
+            }
+            for concept in order
         }
         return cls(modules, metadata)
 

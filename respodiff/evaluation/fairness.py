@@ -62,6 +62,10 @@ def devrat_by_group(
     The bootstrap resamples images within each group, which keeps every group's size fixed. Resampling n images
     with replacement from a group makes its class counts Multinomial(n, observed shares), so we draw the counts
     directly instead of materialising index matrices.
+
+    Intervals are percentile intervals. DevRat is a max of absolute deviations, so finite samples bias it upward
+    (a perfectly balanced generator with 150 images per profession scores about 0.065 for two classes) and the
+    bootstrap inherits that bias: near 0 the interval can sit entirely above the point estimate.
     """
     labels = np.asarray(labels)
     groups = np.asarray(groups, dtype=object)
@@ -87,3 +91,15 @@ def devrat_by_group(
         mean=float(per_group.mean()),
         mean_ci=percentile_interval(resampled.mean(axis=0), alpha),
     )
+
+
+def zero_shot_labels(image_embeddings: np.ndarray, class_embeddings: np.ndarray) -> np.ndarray:
+    """Index of the class prompt with the highest cosine per image.
+
+    CLIP's zero-shot probabilities are a softmax over (logit scale x cosine); the argmax does not depend on the scale.
+    """
+    images = np.asarray(image_embeddings, dtype=np.float64)
+    classes = np.asarray(class_embeddings, dtype=np.float64)
+    images = images / np.linalg.norm(images, axis=1, keepdims=True)
+    classes = classes / np.linalg.norm(classes, axis=1, keepdims=True)
+    return (images @ classes.T).argmax(axis=1)

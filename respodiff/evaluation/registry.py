@@ -76,6 +76,18 @@ class BenchmarkResult:
     def n_images(self) -> int:
         return len(self.per_image)
 
+    def metric_rows(self, declared: tuple[Metric, ...] | None = None) -> list[dict[str, Any]]:
+        """Rows for the results JSON; with `declared`, every row must name a declared metric of that version."""
+        rows = [dict(row) for row in self.metrics]
+        if declared is not None:
+            versions = {metric.name: metric for metric in declared}
+            for row in rows:
+                metric = versions.get(row["name"])
+                if metric is None or metric.version != row["version"]:
+                    raise ConfigError(f"result row {row['name']!r} v{row['version']} is not among the declared "
+                                      f"metrics {[f'{m.name} v{m.version}' for m in declared]}")
+        return rows
+
     def metric(self, name: str, group: Mapping[str, str] | None = None) -> MetricValue:
         """The row named `name` with exactly this group (None = the headline row)."""
         wanted = None if group is None else dict(group)

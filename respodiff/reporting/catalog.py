@@ -35,18 +35,18 @@ def _m(benchmark: str, name: str, higher_is_better: bool, label: str) -> MetricI
 _BUILTIN: tuple[MetricInfo, ...] = (
     _m("winobias", "devrat", False, "DevRat"),
     _m("winobias", "winoalign", True, "WinoAlign"),
-    _m("i2p", "inappropriate", False, "Inappropriate"),
+    _m("i2p", "inappropriate_rate", False, "Inappropriate"),
     _m("coco30k", "fid", False, "FID-30k"),
-    _m("coco30k", "clip", True, "CLIP-30k"),
+    _m("coco30k", "clip_score", True, "CLIP-30k"),
     _m("coco5k", "fid", False, "FID-5k"),
-    _m("coco5k", "clip", True, "CLIP-5k"),
+    _m("coco5k", "clip_score", True, "CLIP-5k"),
     # Toy world: exact classifiers replace CLIP / NudeNet / Q16; "alignment" is the share of images whose
     # prompted content the exact classifier still finds (the toy analogue of WinoAlign / CLIP score).
     _m("toy_gender", "devrat", False, "DevRat"),
     _m("toy_gender", "alignment", True, "Align"),
     _m("toy_race", "devrat", False, "DevRat"),
     _m("toy_race", "alignment", True, "Align"),
-    _m("toy_safety", "inappropriate", False, "Unsafe"),
+    _m("toy_safety", "inappropriate_rate", False, "Unsafe"),
     _m("toy_safety", "alignment", True, "Align"),
 )
 

@@ -64,7 +64,7 @@ def tradeoff_plot(ours: list[tuple[str, float, float]], path: str | os.PathLike,
 def group_bars_plot(series: dict[str, dict[str, float]], path: str | os.PathLike, *, ylabel: str,
                     paper: dict[str, dict[str, float]] | None = None, title: str = "",
                     groups: list[str] | None = None) -> Path:
-    """Grouped bars: one group per key (profession, category), one bar per series (method); paper as markers."""
+    """Grouped bars: one group per key (profession, category), one bar per series (method); paper as diamonds."""
     paper = paper or {}
     if groups is None:
         groups = sorted({g for s in series.values() for g in s} | {g for s in paper.values() for g in s})
@@ -83,10 +83,11 @@ def group_bars_plot(series: dict[str, dict[str, float]], path: str | os.PathLike
         pvals = paper.get(label, {})
         pxs = [j + offset for j, g in enumerate(groups) if g in pvals]
         if pxs:
-            ax.scatter(pxs, [pvals[g] for g in groups if g in pvals], marker="_", s=200, color="black", zorder=4,
-                       label=f"{label} (paper)")
+            ax.scatter(pxs, [pvals[g] for g in groups if g in pvals], marker="D", s=28, color=color,
+                       edgecolors="black", linewidths=0.8, zorder=4, label=f"{label} (paper)")
     ax.set_xticks(range(len(groups)))
-    ax.set_xticklabels(groups, rotation=60 if len(groups) > 8 else 0, ha="right" if len(groups) > 8 else "center")
+    crowded = len(groups) > 5 or max((len(g) for g in groups), default=0) > 10
+    ax.set_xticklabels(groups, rotation=45 if crowded else 0, ha="right" if crowded else "center")
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
@@ -143,7 +144,7 @@ def _group_bars_from_table(table, refs: list[ResultRef], plot: PlotSpec, path: P
 
     info = metric_info(bench, metric)
     return group_bars_plot(series, path, ylabel=_axis_label(info.label, info.higher_is_better), paper=paper,
-                           title=plot.title or f"{spec.title}: {info.label} per {gkey}")
+                           title=plot.title or spec.title)
 
 
 def render_spec_plots(table, refs: list[ResultRef], plots_dir: str | os.PathLike) -> list[Path]:

@@ -14,8 +14,9 @@ import pandas as pd
 from respodiff.reporting.specs import canonical_value
 
 # Overrides that say where or how a run was executed, not what it computed: ignored when comparing override sets,
-# so `experiment=gender_sd14 logger=none stage=evaluate` still counts as the experiment's default run.
-_BOOKKEEPING = ("experiment", "stage", "logger", "paths", "hydra", "device", "wandb")
+# so `experiment=gender_sd14 logger=none stage=evaluate` still counts as the experiment's default run. `sweep=`
+# only launches a multirun; each job's own overrides (method=..., method.lambda_sem=...) say what it computed.
+_BOOKKEEPING = ("experiment", "sweep", "stage", "logger", "paths", "hydra", "device", "wandb")
 
 
 def _override_items(overrides) -> dict[str, object]:
@@ -108,10 +109,19 @@ def matches(ref: ResultRef, match: dict) -> bool:
     return True
 
 
+def _show(value) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_show(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
 def describe_match(match: dict) -> str:
-    if not match:
-        return "{}"
-    return "{" + ", ".join(f"{k}: {v}" for k, v in match.items()) + "}"
+    """A match clause as the user wrote it in YAML flow style, for warnings."""
+    return _show(dict(match))
 
 
 def select(refs: list[ResultRef], match: dict, benchmark: str) -> tuple[ResultRef | None, list[ResultRef]]:

@@ -124,9 +124,8 @@ def atomic_write_json(path: str | os.PathLike, obj) -> Path:
 
 def write_result(run_dir: str | os.PathLike, result_dict: dict) -> Path:
     """Atomically write `<run_dir>/results/<benchmark>.json`, filling schema, git hash, versions and date if absent."""
-    result = dict(result_dict)
+    result = {"schema": result_dict.get("schema", SCHEMA), **result_dict}  # schema first: readable by eye
     _check_result(result, f"write_result({run_dir})")
-    result.setdefault("schema", SCHEMA)
     if not str(result.get("git_hash") or ""):
         result["git_hash"] = git_hash()
     if not result.get("versions"):
@@ -155,13 +154,17 @@ def read_result(path: str | os.PathLike) -> dict:
 
 
 def _is_result_file(path: Path) -> bool:
-    # Directory scans meet other JSON (Hydra configs, W&B files); only files declaring our schema count.
+    # Directory scans meet other JSON (W&B metadata, evaluator caches); only files declaring our schema count.
     try:
-        with path.open(encoding="utf-8") as fh:
-            head = fh.read(4096)
+        if path.stat().st_size > 50_000_000:
+            return False
+        data = json.loads(path.read_text(encoding="utf-8"))
     except OSError:
         return False
-    return '"schema"' in head and _SCHEMA_PREFIX in head
+    except ValueError as exc:  # possibly a damaged result: say so rather than drop a table cell silently
+        log.warning("skipping %s: not valid JSON (%s)", path, exc)
+        return False
+    return isinstance(data, dict) and str(data.get("schema", "")).startswith(_SCHEMA_PREFIX)
 
 
 def find_result_files(paths_or_dirs) -> list[Path]:

@@ -91,44 +91,79 @@ def sweep_rows(spec: TableSpec, refs: list[ResultRef]) -> list[RowSpec]:
     return rows
 
 
-def _lookup(row: RowSpec, col: ColumnSpec, refs: list[ResultRef], warnings: list[str]) -> tuple[Cell, ResultRef | None]:
-    """The cell's numbers and the result they came from; appends a warning for every reason a value is absent."""
-    cell = Cell(paper=row.paper.get(col.id))
-    if row.paper_only:
-        return cell, None
-    match = {**row.match, **col.match}
-    where = f"{row.label} / {col.label}"
-    chosen, found = select(refs, match, col.benchmark)
-    if chosen is None:
-        same_bench = sorted({r.run_id for r in refs if r.benchmark == col.benchmark})
-        hint = f"; {col.benchmark} results exist for: {', '.join(same_bench[:6])}" if same_bench else ""
-        hint += " ..." if len(same_bench) > 6 else ""
-        warnings.append(f"{where}: no {col.benchmark} result matches {describe_match(match)}{hint}")
-        return cell, None
-    others = sorted({r.run_id for r in found} - {chosen.run_id})
-    if others:
-        warnings.append(f"{where}: {len(found)} results match {describe_match(match)}; using the latest, "
-                        f"{chosen.run_id} (also: {', '.join(others)})")
+def _metric_row(ref: ResultRef, col: ColumnSpec) -> pd.Series | None:
     want_group = group_key(col.group).casefold()
-    hits = chosen.rows[(chosen.rows["metric"] == col.metric)
-                       & (chosen.rows["group"].str.casefold() == want_group)]
+    hits = ref.rows[(ref.rows["metric"] == col.metric) & (ref.rows["group"].str.casefold() == want_group)]
+    return None if hits.empty else hits.iloc[-1]
+
+
+def _value_cell(cell: Cell, col: ColumnSpec, ref: ResultRef, where: str, warnings: list[str]) -> bool:
+    """Fill the cell from the chosen result; False (with a warning) when the result lacks the value."""
+    hit = _metric_row(ref, col)
     gname = f"[{group_key(col.group)}]" if col.group else ""
-    if hits.empty:
-        warnings.append(f"{where}: run {chosen.run_id} has no {col.benchmark}/{col.metric}{gname} value")
-        return cell, None
-    hit = hits.iloc[-1]
-    cell.run_id = chosen.run_id
-    cell.value = _finite(hit["value"])
-    if cell.value is None:
-        warnings.append(f"{where}: run {chosen.run_id} recorded {col.metric}{gname} as null")
-        return cell, None
+    if hit is None:
+        warnings.append(f"{where}: run {ref.run_id} has no {col.benchmark}/{col.metric}{gname} value")
+        return False
+    value = _finite(hit["value"])
+    if value is None:
+        warnings.append(f"{where}: run {ref.run_id} recorded {col.metric}{gname} as null")
+        return False
+    cell.value, cell.run_id = value, ref.run_id
     cell.ci_low, cell.ci_high = _finite(hit["ci_low"]), _finite(hit["ci_high"])
     cell.n = None if pd.isna(hit["n"]) else int(hit["n"])
     hib = hit["higher_is_better"]
     if not pd.isna(hib) and bool(hib) != col.higher_is_better:
-        warnings.append(f"{where}: run {chosen.run_id} says higher_is_better={bool(hib)} for {col.metric}, "
+        warnings.append(f"{where}: run {ref.run_id} says higher_is_better={bool(hib)} for {col.metric}, "
                         f"the catalogue says {col.higher_is_better}")
-    return cell, chosen
+    return True
+
+
+def _disagree(found: list[ResultRef], cols: list[ColumnSpec]) -> bool:
+    for col in cols:
+        values = set()
+        for ref in found:
+            hit = _metric_row(ref, col)
+            v = None if hit is None else _finite(hit["value"])
+            values.add(None if v is None else round(v, 9))
+        if len(values) > 1:
+            return True
+    return False
+
+
+def _resolve_row(row: RowSpec, columns: tuple[ColumnSpec, ...], refs: list[ResultRef],
+                 warnings: list[str]) -> tuple[dict[str, Cell], set[str]]:
+    """The row's cells and the provenance of the results used; one warning per reason a value is absent.
+
+    Columns that share a benchmark and match clause share one run lookup (and one "no run" warning naming them all).
+    """
+    cells = {c.id: Cell(paper=row.paper.get(c.id)) for c in columns}
+    used: set[str] = set()
+    if row.paper_only:
+        return cells, used
+    lookups: dict[str, list[ColumnSpec]] = {}
+    for col in columns:
+        lookups.setdefault(repr((col.benchmark, sorted(col.match.items(), key=str))), []).append(col)
+    for cols in lookups.values():
+        bench, match = cols[0].benchmark, {**row.match, **cols[0].match}
+        names = ", ".join(c.label for c in cols)
+        chosen, found = select(refs, match, bench)
+        if chosen is None:
+            # Near misses from the same experiment usually reveal the mismatch (an extra override, a renamed method).
+            exp = match.get("experiment")
+            same = sorted({r.run_id for r in refs if r.benchmark == bench
+                           and (exp is None or r.experiment in (exp if isinstance(exp, list) else [exp]))})
+            hint = f"; {bench} results exist for: {', '.join(same[:6])}{' ...' if len(same) > 6 else ''}" if same else ""
+            warnings.append(f"{row.label} / {names}: no {bench} result matches {describe_match(match)}{hint}")
+            continue
+        others = sorted({r.run_id for r in found} - {chosen.run_id})
+        if others and _disagree(found, cols):
+            # Two runs of one configuration (the default run and its sweep twin) agree and need no warning.
+            warnings.append(f"{row.label} / {names}: {len(found)} results with different values match "
+                            f"{describe_match(match)}; using the latest, {chosen.run_id} (also: {', '.join(others)})")
+        for col in cols:
+            if _value_cell(cells[col.id], col, chosen, f"{row.label} / {col.label}", warnings):
+                used.add(f"{chosen.run_id} [{bench}] (git {chosen.git_hash[:12] or '?'}, {chosen.created or '?'})")
+    return cells, used
 
 
 def build_table(spec: TableSpec, results: pd.DataFrame | list[ResultRef] | None) -> Table:
@@ -139,12 +174,8 @@ def build_table(spec: TableSpec, results: pd.DataFrame | list[ResultRef] | None)
     cells = {}
     runs: dict[str, list[str]] = {}
     for row in rows:
-        used: set[str] = set()
-        for col in spec.columns:
-            cell, ref = _lookup(row, col, refs, warnings)
-            cells[(row.label, col.id)] = cell
-            if ref is not None:
-                used.add(f"{ref.run_id} [{ref.benchmark}] (git {ref.git_hash[:12] or '?'}, {ref.created or '?'})")
+        row_cells, used = _resolve_row(row, spec.columns, refs, warnings)
+        cells.update({(row.label, col_id): cell for col_id, cell in row_cells.items()})
         if used:
             runs[row.label] = sorted(used)
     table = Table(spec, rows, cells, warnings, runs)
@@ -260,6 +291,19 @@ def render_latex(table: Table) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- driver
+
+
+def spec_experiments(spec: TableSpec) -> set[str]:
+    """The experiments a spec's match clauses name (to pick the tables a given experiment fills)."""
+    clauses = [r.match for r in spec.rows] + [c.match for c in spec.columns]
+    if spec.sweep is not None:
+        clauses.append(spec.sweep.match)
+    names: set[str] = set()
+    for clause in clauses:
+        exp = clause.get("experiment")
+        if exp is not None:
+            names.update(map(str, exp if isinstance(exp, list) else [exp]))
+    return names
 
 
 def _write_text(path: Path, text: str) -> None:

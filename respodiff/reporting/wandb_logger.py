@@ -138,9 +138,12 @@ def resolve_mode(requested: str | None) -> str:
 
 
 def _logger_cfg(cfg_dict: dict | None) -> dict | None:
-    """The logger section of a resolved config (or the section itself); None means logging is off."""
-    cfg_dict = cfg_dict or {}
-    section = cfg_dict.get("logger", cfg_dict if "project" in cfg_dict else {})
+    """The logger settings from a resolved run config (its `logger` section) or from the section itself.
+
+    None means logging is off (`logger: none`, `name: none`, or the section is null).
+    """
+    cfg_dict = {} if cfg_dict is None else cfg_dict
+    section = cfg_dict["logger"] if "logger" in cfg_dict else cfg_dict
     if section is None or (isinstance(section, str) and section.lower() in _NONE):
         return None
     if isinstance(section, str):
@@ -153,11 +156,12 @@ def _logger_cfg(cfg_dict: dict | None) -> dict | None:
     return {**_DEFAULTS, **{k: v for k, v in section.items() if k not in ("name", "type")}}
 
 
-def make_logger(cfg_dict: dict | None, run_dir: str | os.PathLike, group: str, name: str):
+def make_logger(cfg_dict: dict | None, run_dir: str | os.PathLike, group: str, name: str, config: dict | None = None):
     """A WandbLogger for the run (group = experiment, name = overrides string), or a NullLogger.
 
-    `cfg_dict` is the resolved run config (its `logger` section is read; the whole dict is logged as W&B config)
-    or just the logger section. Never raises for W&B trouble: it warns and returns a NullLogger.
+    `cfg_dict` is either the resolved run config (its `logger` section is read) or just the logger section;
+    `config` is what W&B records as the run config (default: `cfg_dict` when it is the whole run config).
+    Never raises for W&B trouble: it warns and returns a NullLogger.
     """
     lcfg = _logger_cfg(cfg_dict)
     if lcfg is None:
@@ -172,7 +176,10 @@ def make_logger(cfg_dict: dict | None, run_dir: str | os.PathLike, group: str, n
         return NullLogger()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = cfg_dict if lcfg.get("log_config", True) and cfg_dict and "logger" in cfg_dict else None
+    if config is None and cfg_dict and "logger" in cfg_dict:
+        config = cfg_dict
+    if not lcfg.get("log_config", True):
+        config = None
     attempts = [mode] if mode == "offline" else [mode, "offline"]
     for attempt in attempts:
         settings = {"init_timeout": float(lcfg["init_timeout"]), "silent": True, **(lcfg.get("settings") or {})}

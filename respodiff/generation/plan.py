@@ -1,0 +1,221 @@
+"""What to generate: sampler settings, concept plans and the manifest (one row per image).
+
+The manifest fixes everything that determines an image before any model runs: prompt, negative prompt, seed,
+concept weights and sampler settings. Seeds depend only on (benchmark, prompt id, sample index), so the base model
+and every method render image i from the same noise and their grids compare like with like.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ..errors import ConfigError
+from ..seeding import stable_seed
+
+PLAN_MODES = ("none", "fair", "sum", "compose")
+SAMPLINGS = ("balanced", "uniform")
+# The columns generate() owns; a prompt table may add any others as metadata.
+MANIFEST_COLUMNS = (
+    "image_id",
+    "benchmark",
+    "prompt_id",
+    "prompt",
+    "negative_prompt",
+    "sample_index",
+    "seed",
+    "concept",
+    "concept_weights",
+    "steps",
+    "guidance_scale",
+    "eta",
+    "height",
+    "width",
+    "status",
+    "path",
+)
+# The columns that decide an image's pixels: a store is bound to exactly these (metadata may change freely).
+IMAGE_DEFINING_COLUMNS = (
+    "image_id",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "concept_weights",
+    "steps",
+    "guidance_scale",
+    "eta",
+    "height",
+    "width",
+    "path",
+)
+PENDING, DONE = "pending", "done"
+
+
+@dataclass
+class SamplerSettings:
+    """The diffusers pipeline call's settings. `batch_size` changes speed only, never an image."""
+
+    steps: int = 50
+    guidance_scale: float = 7.5
+    height: int = 512
+    width: int = 512
+    batch_size: int = 8
+    eta: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ConfigError(f"sampler.steps must be >= 1, got {self.steps}")
+        if self.batch_size < 1:
+            raise ConfigError(f"sampler.batch_size must be >= 1, got {self.batch_size}")
+        if self.height <= 0 or self.width <= 0 or self.height % 8 or self.width % 8:
+            raise ConfigError(f"image size {self.height}x{self.width} must be positive multiples of 8")
+        if not 0.0 <= self.eta <= 1.0:
+            raise ConfigError(f"sampler.eta must lie in [0, 1], got {self.eta}")
+
+    def image_settings(self) -> dict[str, float | int]:
+        """The settings that shape an image (everything but batch size)."""
+        return dict(
+            steps=int(self.steps),
+            guidance_scale=float(self.guidance_scale),
+            eta=float(self.eta),
+            height=int(self.height),
+            width=int(self.width),
+        )
+
+
+@dataclass
+class ConceptPlan:
+    """Which transformation each image gets.
+
+    - none: the base model (weights {}).
+    - fair: one concept per image; `balanced` cycles through the concepts in manifest order (with a per-prompt
+      sample count that is a multiple of the concept count this is the public scripts' sample_index % n),
+      `uniform` draws one per image from a generator seeded by the image's seed (the paper's description).
+    - sum: every concept with weight 1 (the safety transformation = anti-violence + anti-sexual).
+    - compose: the fixed weights given, e.g. {"gender/woman": 0.6, "race/black": 0.4}.
+    Module keys are concept names of one TransformationSet, or "<set>/<concept>" when generate() is given several.
+    """
+
+    mode: str = "none"
+    concepts: list[str] = field(default_factory=list)
+    sampling: str = "balanced"
+    weights: dict[str, float] = field(default_factory=dict)
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in PLAN_MODES:
+            raise ConfigError(f"concept plan mode {self.mode!r} is not one of {PLAN_MODES}")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError(f"concept sampling {self.sampling!r} is not one of {SAMPLINGS}")
+        self.concepts = [str(c) for c in self.concepts]
+        self.weights = {str(k): float(v) for k, v in dict(self.weights or {}).items()}
+        if self.mode in ("fair", "sum") and not self.concepts:
+            raise ConfigError(f"concept plan {self.mode!r} needs at least one concept")
+        if len(set(self.concepts)) != len(self.concepts):
+            raise ConfigError(f"concept plan lists a concept twice: {self.concepts}")
+        if self.mode == "compose" and not self.weights:
+            raise ConfigError(
+                "concept plan 'compose' needs weights, e.g. {'gender/woman': 0.6, 'race/black': 0.4}"
+            )
+
+    def assign(self, ordinal: int, seed: int) -> tuple[str, dict[str, float]]:
+        """(concept label, {module key: weight}) of the image at manifest position `ordinal` with `seed`."""
+        if self.mode == "none":
+            return self.label or "none", {}
+        if self.mode == "sum":
+            return self.label or "sum", {concept: 1.0 for concept in self.concepts}
+        if self.mode == "compose":
+            return self.label or "+".join(self.weights), dict(self.weights)
+        count = len(self.concepts)
+        if self.sampling == "balanced":
+            index = ordinal % count
+        else:
+            # random.Random(int).random() is the one stream Python promises to keep across versions.
+            index = min(int(random.Random(seed).random() * count), count - 1)
+        concept = self.concepts[index]
+        return concept, {concept: 1.0}
+
+
+def build_manifest(
+    benchmark: str,
+    prompt_table: pd.DataFrame,
+    samples_per_prompt: int,
+    plan: ConceptPlan,
+    sampler: SamplerSettings,
+    negative_prompt: str = "",
+) -> pd.DataFrame:
+    """One pending row per (prompt, sample index), in prompt-table order; columns as in docs/CONTRACTS.md."""
+    if samples_per_prompt < 1:
+        raise ConfigError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
+    for column in ("prompt_id", "prompt"):
+        if column not in prompt_table.columns:
+            raise ConfigError(f"the {benchmark} prompt table has no {column!r} column")
+    reserved = sorted(set(prompt_table.columns) & (set(MANIFEST_COLUMNS) - {"prompt_id", "prompt"}))
+    if reserved:
+        raise ConfigError(f"the {benchmark} prompt table uses manifest column names {reserved}; rename them")
+    prompt_ids = prompt_table["prompt_id"].astype(str)
+    duplicated = prompt_ids[prompt_ids.duplicated()].unique().tolist()
+    if duplicated:
+        raise ConfigError(f"the {benchmark} prompt table repeats prompt ids {duplicated[:5]}")
+    metadata_columns = [c for c in prompt_table.columns if c not in ("prompt_id", "prompt")]
+    settings = sampler.image_settings()
+
+    rows = []
+    ordinal = 0
+    for prompt_id, record in zip(prompt_ids, prompt_table.to_dict("records")):
+        folder = safe_path_component(prompt_id)
+        for sample_index in range(samples_per_prompt):
+            seed = stable_seed(benchmark, prompt_id, sample_index)
+            concept, weights = plan.assign(ordinal, seed)
+            rows.append(
+                {
+                    "image_id": f"{benchmark}/{prompt_id}/{sample_index}",
+                    "benchmark": benchmark,
+                    "prompt_id": prompt_id,
+                    "prompt": str(record["prompt"]),
+                    "negative_prompt": negative_prompt,
+                    "sample_index": sample_index,
+                    "seed": seed,
+                    "concept": concept,
+                    "concept_weights": json.dumps(weights, sort_keys=True),
+                    **settings,
+                    "status": PENDING,
+                    "path": f"images/{folder}/{sample_index}.png",
+                    **{column: record[column] for column in metadata_columns},
+                }
+            )
+            ordinal += 1
+    manifest = pd.DataFrame(rows, columns=[*MANIFEST_COLUMNS, *metadata_columns])
+    for column in ("sample_index", "seed", "steps", "height", "width"):
+        manifest[column] = manifest[column].astype("int64")
+    if (
+        manifest["path"].duplicated().any()
+    ):  # only a sanitising collision could do this; never overwrite silently
+        raise ConfigError(
+            f"two prompt ids of {benchmark} map to the same image folder; make the ids distinct"
+        )
+    return manifest
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_path_component(name: str, limit: int = 96) -> str:
+    """A file-system-safe folder name for an id. Ids that had to change get a digest suffix to stay distinct."""
+    safe = _UNSAFE.sub("_", name).strip("._")[:limit]
+    if safe != name or not safe:
+        safe = f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+    return safe
+
+
+def weights_of(row_weights: str | Mapping[str, float]) -> dict[str, float]:
+    """A manifest row's concept weights as a dict."""
+    if isinstance(row_weights, Mapping):
+        return {str(k): float(v) for k, v in row_weights.items()}
+    return {str(k): float(v) for k, v in json.loads(row_weights).items()}

@@ -1,0 +1,119 @@
+"""Command line: `python -m respodiff.reporting {collect,tables,demo,grid} ...` (`make results`, `make paper-tables`, `make demo`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from respodiff.errors import RespodiffError
+
+
+def _collect(args) -> int:
+    from respodiff.reporting.store import collect_results
+
+    written = []
+    for root in args.outputs_opt or args.outputs:
+        if Path(root).exists():
+            written += collect_results(root, args.dest)
+        else:
+            logging.info("%s does not exist; nothing to collect there", root)
+    print(f"collected {len(written)} result file(s) into {args.dest}")
+    return 0
+
+
+def _tables(args) -> int:
+    from respodiff.reporting.tables import render_tables
+
+    plots = None if args.no_plots else (args.plots or str(Path(args.out).parent / "plots"))
+    tables = render_tables([r for r in args.results if Path(r).exists()], args.specs, args.out, plots)
+    n_warn = sum(len(t.warnings) for t in tables.values())
+    for name, t in tables.items():
+        print(f"{name}: {t.filled} cell(s) with results, {len(t.warnings)} warning(s)")
+    print(f"wrote {len(tables)} table(s) to {args.out} ({n_warn} warning(s), listed under each table)")
+    return 1 if args.strict and n_warn else 0
+
+
+def _demo(args) -> int:
+    """Collect, render, and show the tables an experiment fills (the last step of `make demo`)."""
+    from respodiff.reporting.tables import render_tables, spec_experiments
+
+    _collect(argparse.Namespace(outputs=args.outputs, outputs_opt=None, dest=args.results))
+    plots = Path(args.out).parent / "plots"
+    tables = render_tables([args.results] if Path(args.results).exists() else [], args.specs, args.out, plots)
+    shown = [t for t in tables.values() if args.experiment in spec_experiments(t.spec)]
+    if not shown:
+        print(f"no reproduction spec names experiment {args.experiment!r}; all tables are in {args.out}")
+    for t in shown:
+        print()
+        print((Path(args.out) / f"{t.spec.name}.md").read_text(encoding="utf-8"))
+        for plot in t.spec.plots:
+            png = plots / f"{plot.name}.png"
+            if png.exists():
+                print(f"plot: {png}")
+    return 0
+
+
+def _grid(args) -> int:
+    from respodiff.reporting.grids import make_grid
+
+    stores = {}
+    for item in args.store:
+        label, sep, folder = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--store expects LABEL=FOLDER, got {item!r}")
+        stores[label] = folder
+    out = args.out or str(Path(args.out_dir) / f"{args.name or args.prompt.replace(' ', '_')}.png")
+    print(make_grid(stores, args.prompt, out, n_columns=args.columns))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m respodiff.reporting", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("collect", help="copy run results JSONs into results/runs/<experiment>/<run_name>/")
+    p.add_argument("outputs", nargs="*", default=["outputs", "multirun"], help="Hydra output roots to search")
+    p.add_argument("--outputs", dest="outputs_opt", nargs="+", default=None, help="same as the positional roots")
+    p.add_argument("--dest", default="results/runs")
+    p.set_defaults(func=_collect)
+
+    p = sub.add_parser("demo", help="collect, render every table, print the ones an experiment fills")
+    p.add_argument("--experiment", required=True, help="e.g. gender_toy")
+    p.add_argument("--outputs", nargs="+", default=["outputs", "multirun"])
+    p.add_argument("--results", default="results/runs")
+    p.add_argument("--specs", default="reproductions")
+    p.add_argument("--out", default="results/tables")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("tables", help="render every reproduction spec to markdown + LaTeX (+ plots)")
+    p.add_argument("--results", nargs="*", default=["results/runs"], help="results folders or JSON files")
+    p.add_argument("--specs", default="reproductions")
+    p.add_argument("--out", default="results/tables")
+    p.add_argument("--plots", default=None, help="plot folder (default: <out>/../plots)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any cell is missing or ambiguous")
+    p.set_defaults(func=_tables)
+
+    p = sub.add_parser("grid", help="image grid: rows = methods, columns = shared seeds")
+    p.add_argument("--store", action="append", required=True, help="LABEL=IMAGE_STORE_FOLDER (repeatable, in order)")
+    p.add_argument("--prompt", required=True, help="substring the prompts must contain, e.g. doctor")
+    p.add_argument("--columns", type=int, default=4)
+    p.add_argument("--out", default=None)
+    p.add_argument("--out-dir", default="results/grids")
+    p.add_argument("--name", default=None)
+    p.set_defaults(func=_grid)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except RespodiffError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Measure the planted biases in a trained toy model (the base-model row of the toy benchmarks).
+
+    python -m respodiff.toyworld.check_toy_model --model models/toy [--steps 50] [--per-prompt 8]
+    python -m respodiff.toyworld.check_toy_model --checkpoint outputs/toy_train/run   # mid-training EMA
+
+Generates with the stock StableDiffusionPipeline (DDIM, CFG 7.5, 32 px, output_type "np") and
+reports, with the exact classifiers: gender and race DevRat per kind and their mean over kinds,
+kind recognisability on the Winobias-toy prompts, the unsafe rate on the I2P-toy prompts, and how
+well the concept prompts the method relies on ("a man", "a pale person", "violence", ...) work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .classifiers import classify
+from .prompts import TOY_PROMPTS, i2p_toy_table, winobias_toy_table
+from .world import GENDERS, KINDS, RACES, devrat, stable_int
+
+
+def pipeline_from_checkpoint(work: Path):
+    """Assemble a pipeline from a training run's work dir (EMA weights of the last checkpoint)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+
+    from .tokenizer import build_tokenizer
+    from .train_toy_model import SCHEDULER_KW, make_text_encoder, make_unet
+
+    tok = build_tokenizer(work / "tokenizer_src")
+    state = torch.load(work / "unet_ckpt.pt", weights_only=True)
+    unet, te = make_unet(), make_text_encoder(tok)
+    unet.load_state_dict(state["ema_unet"])
+    te.load_state_dict(state["ema_te"])
+    print(f"checkpoint at step {state['step']}")
+    return StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(work / "vae"), text_encoder=te.eval(), tokenizer=tok, unet=unet.eval(),
+        scheduler=DDIMScheduler(**SCHEDULER_KW), safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def generate(pipe, prompts: list[str], n: int, steps: int, guidance: float, tag: str) -> np.ndarray:
+    """n images per prompt, seeded per prompt so results do not depend on batching."""
+    out = []
+    for p in prompts:
+        g = torch.Generator().manual_seed(stable_int("check_toy_model", tag, p) % 2**31)
+        res = pipe(p, num_images_per_prompt=n, num_inference_steps=steps, guidance_scale=guidance,
+                   output_type="np", generator=g)
+        out.append(res.images)
+    return np.concatenate(out)
+
+
+def check(pipe, steps: int = 50, per_prompt: int = 8, guidance: float = 7.5) -> dict:
+    pipe.set_progress_bar_config(disable=True)
+    report: dict = {"steps": steps, "per_prompt": per_prompt, "guidance": guidance}
+
+    wb = winobias_toy_table()
+    imgs = generate(pipe, list(wb.prompt), per_prompt, steps, guidance, "winobias")
+    pred = classify(imgs)
+    pred["profession"] = np.repeat(wb.profession.to_numpy(), per_prompt)
+    per_kind = {}
+    for k in KINDS:
+        sub = pred[pred.profession == k]
+        per_kind[k] = {
+            "gender_devrat": devrat([(sub.gender == g).sum() for g in GENDERS]),
+            "woman_share": float((sub.gender == "woman").mean()),
+            "race_devrat": devrat([(sub.race == r).sum() for r in RACES]),
+            "race_shares": [float((sub.race == r).mean()) for r in RACES],
+            "kind_accuracy": float((sub.kind == k).mean()),
+            "unsafe_rate": float(sub.unsafe.mean()),
+        }
+    report["per_kind"] = per_kind
+    report["gender_devrat_mean"] = float(np.mean([v["gender_devrat"] for v in per_kind.values()]))
+    report["race_devrat_mean"] = float(np.mean([v["race_devrat"] for v in per_kind.values()]))
+    report["kind_accuracy"] = float(np.mean([v["kind_accuracy"] for v in per_kind.values()]))
+
+    i2p = i2p_toy_table()
+    imgs = generate(pipe, list(i2p.prompt), per_prompt, steps, guidance, "i2p")
+    unsafe = classify(imgs).unsafe.to_numpy().reshape(len(i2p), per_prompt)
+    report["i2p_unsafe_rate"] = float(unsafe.mean())
+    report["i2p_unsafe_rate_hard"] = float(unsafe[i2p.hard.to_numpy()].mean())
+
+    concept = {"neutral": TOY_PROMPTS["neutral"], "safety_neutral": TOY_PROMPTS["safety_neutral"],
+               "safety_negative": TOY_PROMPTS["safety_negative"],
+               **{f"gender:{g}": p for g, p in TOY_PROMPTS["gender_targets"].items()},
+               **{f"race:{r}": p for r, p in TOY_PROMPTS["race_targets"].items()}}
+    imgs = generate(pipe, list(concept.values()), 2 * per_prompt, steps, guidance, "concepts")
+    pred = classify(imgs)
+    pred["key"] = np.repeat(list(concept), 2 * per_prompt)
+    rows = {}
+    for key in concept:
+        sub = pred[pred.key == key]
+        row = {"woman_share": float((sub.gender == "woman").mean()), "unsafe_rate": float(sub.unsafe.mean()),
+               **{f"{r}_share": float((sub.race == r).mean()) for r in RACES}}
+        if key.startswith("gender:"):
+            row["target_accuracy"] = float((sub.gender == key.split(":")[1]).mean())
+        if key.startswith("race:"):
+            row["target_accuracy"] = float((sub.race == key.split(":")[1]).mean())
+        rows[key] = row
+    report["concept_prompts"] = rows
+    return report
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="models/toy")
+    p.add_argument("--checkpoint", default=None, help="training work dir; evaluates its last EMA checkpoint")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--per-prompt", type=int, default=8)
+    p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", default=None, help="also write the report here")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        pipe = pipeline_from_checkpoint(Path(args.checkpoint))
+    else:
+        from diffusers import StableDiffusionPipeline
+
+        pipe = StableDiffusionPipeline.from_pretrained(args.model)
+    t0 = time.time()
+    report = check(pipe, args.steps, args.per_prompt, args.guidance)
+    report["seconds"] = round(time.time() - t0, 1)
+    print(pd.DataFrame(report["per_kind"]).T.to_string())
+    print(pd.DataFrame(report["concept_prompts"]).T.to_string())
+    print(json.dumps({k: v for k, v in report.items() if k not in ("per_kind", "concept_prompts")}, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
