@@ -15,12 +15,13 @@ Bit-identity (what makes an image independent of batch size, process count and r
   convolutions and GroupNorm take other paths for channels-last strides that appear at some batch sizes only (the
   VAE mid-block attention's output), and vectorised sigmoid/SiLU compute the tail of a tensor with a scalar
   routine, so which elements fall in the tail depends on the batch (the tiny text encoder's width of 37).
-  Differences are ~1e-6 but do flip 8-bit pixels now and then. `batch_invariant=True` (the default on CPU)
-  therefore runs the pipeline once per image; on CPU this costs little throughput (the tiny model: ~1.6x,
-  larger models less). On CUDA the default is batched (`batch_invariant=False`): cuBLAS/cuDNN choose kernels by
-  shape, so an image rendered in a batch of 8 can differ from the same image in a batch of 1 by rounding
-  (fp16: an occasional +-1 in 8-bit pixel values), never in content. Resume a GPU store with the batch size it
-  was started with to keep it bit-identical.
+  Differences are ~1e-6 but flip 8-bit pixels now and then (4 of 32 tiny images, batch 8 vs 1).
+  `batch_invariant=True` (the default on CPU) therefore runs the pipeline once per image: on the tiny model
+  1.3x slower than batches of 8. On CUDA the default is batched (`batch_invariant=False`): cuBLAS/cuDNN choose
+  kernels by shape, so an image rendered in a batch of 8 is expected to differ from the same image in a batch
+  of 1 by rounding (in fp16 an occasional +-1 in an 8-bit value), never in content. Resume a GPU store with the
+  batch size it was started with to keep it bit-identical; `batch_invariant=True` buys independence from the
+  batch size on GPU too, at the cost of batching.
 
 Multi-process: `torchrun --nproc_per_node N` (CPU, gloo, with PartialState(cpu=True)) or, on GPUs,
 `accelerate launch --multi_gpu --num_processes N run.py experiment=... stage=generate` with the pipeline loaded
@@ -405,6 +406,9 @@ class _Writer:
         self.pool.shutdown(wait=True)
 
     def submit(self, path: Path, image: Any, text: Mapping[str, str], image_id: str) -> None:
+        for _, future in self.pending:  # stop rendering at the first failed write, not at the next flush
+            if future.done() and future.exception() is not None:
+                raise future.exception()
         self.pending.append((image_id, self.pool.submit(write_png, path, image, text)))
         if len(self.pending) >= self.backlog:
             wait([future for _, future in self.pending])
