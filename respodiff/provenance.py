@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGES = (
     "respodiff", "torch", "torchvision", "diffusers", "transformers", "accelerate", "open_clip_torch",
-    "clean-fid", "nudenet", "torchmetrics", "onnxruntime", "numpy", "pandas",
+    "clean-fid", "nudenet", "torchmetrics", "onnxruntime", "numpy", "pandas", "pillow",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,7 +22,6 @@ import csv
 import json
 import math
 import os
-import subprocess
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -56,6 +55,7 @@ from .objectives import (
     score_timesteps,
     sem_loss,
 )
+from .provenance import git_hash
 from .seeding import stable_seed
 
 KINDS = ("fairness", "safety")
@@ -501,7 +501,7 @@ def _metadata(concepts, settings: TrainSettings, base_model: str, h_shape) -> di
         "learning_rates": {c.name: {"ram": c.lr_ram, "sam": c.lr_sam} for c in concepts},
         "settings": asdict(settings),
         "run": json.loads(json.dumps(run, sort_keys=True)),
-        "git_hash": _git_hash(),
+        "git_hash": git_hash(),
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
@@ -514,17 +514,6 @@ def _load_finished_set(modules_dir: Path, metadata: dict[str, Any]) -> Transform
     if saved.get("run") != metadata["run"]:
         return None  # trained differently (e.g. fewer iterations): the checkpoints decide what to do
     return TransformationSet.load(modules_dir, tuple(metadata["h_shape"]), metadata["base_model"])
-
-
-def _git_hash() -> str:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
-        )
-        return done.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:

@@ -14,27 +14,18 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-from collections.abc import Iterable
-from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
 
 from respodiff.errors import RespodiffError
+from respodiff.provenance import git_hash, package_versions
 
 log = logging.getLogger(__name__)
 
 SCHEMA = "respodiff.result/1"
 _SCHEMA_PREFIX = "respodiff.result/"
-
-# Versions that change numbers (models, evaluators) or their reading (pandas); read from package metadata so that
-# writing a result never imports torch.
-VERSIONED_PACKAGES = (
-    "respodiff", "torch", "diffusers", "transformers", "accelerate", "open_clip_torch", "nudenet", "clean-fid",
-    "torchmetrics", "numpy", "pandas", "pillow",
-)
 
 COLUMNS = [
     "experiment", "run_name", "overrides", "method", "model", "concepts", "benchmark", "metric", "group",
@@ -53,30 +44,6 @@ def group_key(group: dict | None) -> str:
     if not isinstance(group, dict):
         raise ResultsError(f"metric group must be a dict or null, got {group!r}")
     return ";".join(f"{k}={group[k]}" for k in sorted(group))
-
-
-def git_hash(cwd: str | os.PathLike | None = None) -> str:
-    """HEAD commit, with "-dirty" when tracked files differ from it; "unknown" outside a git checkout."""
-    cwd = cwd or Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def package_versions(names: Iterable[str] = VERSIONED_PACKAGES) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
 
 
 def _check_result(result: dict, where: str) -> None:

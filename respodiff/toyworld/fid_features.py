@@ -119,7 +119,7 @@ def load_feature_net(folder: str | None = None) -> ToyFeatureNet:
         )
     net = ToyFeatureNet()
     net.load_state_dict(load_file(weights))
-    return net.eval()
+    return net.eval().requires_grad_(False)  # a fixed measuring instrument, shared via the cache
 
 
 def toy_fid_features(images_uint8_nhwc, batch_size: int = 512, folder: str | None = None) -> np.ndarray:

@@ -4,12 +4,17 @@
 
 Stages (each resumable from --work-dir, default outputs/toy_train):
   1. render the training set from the planted caption distribution (world.sample_scenes);
-  2. train a small AutoencoderKL (32 px -> 4 x 8 x 8 latents), then cache posterior mean/std;
+  2. train a small AutoencoderKL (32 px -> 4 x 8 x 8 latents), then cache posterior mean/std and
+     sharpen the decoder with the encoder frozen (the latent space the UNet learns stays fixed);
   3. train UNet2DConditionModel + CLIPTextModel jointly with eps-prediction on the DDPM schedule
      matching PROTOCOL.md's DDIM settings, dropping 10% of captions to "" for classifier-free
      guidance; an EMA of both is what gets saved;
   4. save a StableDiffusionPipeline (DDIMScheduler, no safety checker) with `save_pretrained`.
-Sizes were picked so the whole run fits in <= 60 min on 2 shared CPU cores (see --trial).
+Sizes were picked so the whole run fits in <= 60 min on 2 CPU cores shared with other jobs (see
+--trial; measured ~0.55 s per UNet step of batch 64 with one thread); --max-minutes stops the UNet
+stage early if the machine is slower, and the model card records the steps actually done.
+Deterministic: fixed seeds, one generator seed per step, so a resumed run matches an
+uninterrupted one.
 """
 
 from __future__ import annotations
