@@ -10,14 +10,14 @@ import re
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .errors import ConfigError
 from .models import ModelSpec
 
 STAGES = ("train", "generate", "evaluate", "report", "all")
 STAGE_ORDER = ("train", "generate", "evaluate", "report")
-METHOD_KINDS = ("hspace", "base", "negative_prompt", "sld", "esd")
+METHOD_KINDS = ("hspace", "base", "negative_prompt", "sld", "esd", "sdisc")
 CONCEPT_KINDS = ("fairness", "safety")
 SAMPLING_MODES = ("balanced", "uniform")
 PART_LAYOUTS = ("ram_sam", "ram_only", "shared")
@@ -58,8 +58,10 @@ def validate(cfg: DictConfig) -> None:
     """Check every choice the config makes; raise ConfigError naming the key and the allowed values."""
     stages_to_run(cfg.stage)
     model_spec(cfg)
+    evaluator_scale(cfg)
     _validate_concepts(cfg.concepts)
     _validate_method(cfg.method, cfg.concepts)
+    _validate_baseline(cfg)
     _validate_eval(cfg.eval, cfg.concepts)
 
 
@@ -96,6 +98,12 @@ def _validate_method(method: DictConfig, concepts: DictConfig) -> None:
         raise ConfigError(f"method.reverse_parts {method.reverse_parts!r} is not one of all, ram")
 
 
+def _validate_baseline(cfg: DictConfig) -> None:
+    from .baselines import validate_method
+
+    validate_method(plain(cfg.method), plain(cfg.concepts), cfg.model.arch)
+
+
 def _validate_eval(eval_cfg: DictConfig, concepts: DictConfig) -> None:
     if eval_cfg.sampling not in SAMPLING_MODES:
         raise ConfigError(f"eval.sampling {eval_cfg.sampling!r} is not one of {SAMPLING_MODES}")
@@ -104,6 +112,9 @@ def _validate_eval(eval_cfg: DictConfig, concepts: DictConfig) -> None:
         raise ConfigError("eval.sampler.steps and eval.sampler.batch_size must be >= 1")
     if float(sampler.guidance_scale) < 1:
         raise ConfigError("eval.sampler.guidance_scale must be >= 1")
+    batch_invariant(eval_cfg)
+    if not isinstance(eval_cfg.get("force", False), bool):
+        raise ConfigError(f"eval.force must be true or false, got {eval_cfg.force!r}")
     from .evaluation.registry import get_benchmark
 
     for name in eval_cfg.benchmarks:
@@ -112,6 +123,39 @@ def _validate_eval(eval_cfg: DictConfig, concepts: DictConfig) -> None:
         for key, weight in eval_cfg.compose.items():
             if float(weight) < 0:
                 raise ConfigError(f"eval.compose.{key} must be >= 0")
+
+
+def batch_invariant(eval_cfg: DictConfig) -> bool | None:
+    """eval.sampler.batch_invariant as generate() takes it: None (auto = the engine's default), True or False."""
+    value = eval_cfg.sampler.get("batch_invariant", "auto")
+    if isinstance(value, bool):
+        return value
+    if value == "auto":
+        return None
+    raise ConfigError(f"eval.sampler.batch_invariant must be auto, true or false, got {value!r}")
+
+
+def evaluator_scale(cfg: DictConfig) -> str:
+    """model.evaluators: real | toy | tiny (a model config without the key is evaluated for real)."""
+    from .evaluation.stand_ins import check_scale
+
+    return check_scale(cfg.model.get("evaluators") or "real")
+
+
+def apply_evaluator_scale(cfg: DictConfig) -> DictConfig:
+    """Point the eval config at the stand-ins of the model's evaluation scale (in place; real changes nothing).
+
+    Done on the config itself, so run.json, config.yaml and every results JSON show the files actually used.
+    """
+    from .evaluation.stand_ins import stand_in_settings
+
+    overlay = stand_in_settings(evaluator_scale(cfg), cfg.paths.cache_dir)
+    if overlay:
+        with open_dict(cfg):
+            # Explicit eval.evaluators.* overrides still win over the stand-ins' defaults.
+            overlay["evaluators"].update(plain(cfg.eval.get("evaluators")) or {})
+            cfg.eval = OmegaConf.merge(cfg.eval, overlay)
+    return cfg
 
 
 def plain(cfg: Any) -> Any:

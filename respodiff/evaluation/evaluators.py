@@ -7,12 +7,17 @@ any generation) fails with a `MissingAssetError` naming the id, the cache folder
 Tests and the toy world: pass ready components, e.g.
 `Evaluators(EvaluatorConfig(), clip=ClipScorer.from_folder(tiny_dir), fid=FidScorer(small_net, "small", stats))`;
 injected components are neither checked nor loaded again.
+
+Runs at the tiny evaluation scale configure the stand-ins instead (`scale="tiny"`, a tiny CLIP folder, Q16 on a
+small open_clip arch with seeded random weights, `fid_features="quadrant-colours"`; see stand_ins.py), so the
+production loaders above are what loads them; every identity then carries the scale and a warning.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,13 @@ from respodiff.evaluation.safety import NUDENET_EXPOSED_CLASSES
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 INCEPTION_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
 COMPONENTS = ("clip", "q16", "nudenet", "fid")
+# real: the paper's evaluators; toy / tiny: deterministic stand-ins (stand_ins.py) whose numbers mean nothing.
+SCALES = ("real", "toy", "tiny")
+STAND_IN_WARNING = "tiny stand-ins: numbers are meaningless"
+# FID feature extractors: clean-fid's Inception (the paper's) or the weightless stand-in of testing.py.
+FID_FEATURES = ("inception", "quadrant-colours")
+# Random Q16 weights (q16_pretrained=None) are drawn from this seed, so stand-in scores repeat run to run.
+RANDOM_WEIGHTS_SEED = 0
 # Keys too generic to read from nested blocks of an eval config (they mean other things there).
 _GENERIC_KEYS = {"batch_size", "device"}
 # Other names the configs use for evaluator keys.
@@ -55,6 +67,7 @@ class EvaluatorConfig:
     nudenet_classes: tuple[str, ...] = NUDENET_EXPOSED_CLASSES
     nudenet_model: str | None = None  # None: the ONNX model shipped in the nudenet package
     fid_mode: str = FID_MODE
+    fid_features: str = "inception"  # inception | quadrant-colours (stand-in, tiny scale only)
     inception_dir: str | None = None  # folder holding inception-2015-12-05.pt; default <cache>/cleanfid
     fid_stats_dir: str | None = None  # reference statistics cache; default <cache>/fid_stats
     fid_num_workers: int = 0
@@ -64,6 +77,13 @@ class EvaluatorConfig:
     device: str = "auto"
     batch_size: int = 32
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes recorded in the identity
+    scale: str = "real"  # real | toy | tiny: recorded in every identity; not real = stand-ins, numbers meaningless
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ConfigError(f"evaluator scale {self.scale!r} is not one of {SCALES}")
+        if self.fid_features not in FID_FEATURES:
+            raise ConfigError(f"fid_features {self.fid_features!r} is not one of {FID_FEATURES}")
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any] | None, *, device: str | None = None) -> EvaluatorConfig:
@@ -314,6 +334,19 @@ def resolve_inception(config: EvaluatorConfig) -> Path:
     )
 
 
+@contextmanager
+def _seeded(enabled: bool):
+    """Draw random weights from a fixed seed without disturbing the caller's random stream."""
+    if not enabled:
+        yield
+        return
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        yield
+
+
 def check_evaluator_assets(config: EvaluatorConfig, requires: Iterable[str]) -> None:
     """Fail fast (before any generation) when a required evaluator's files are missing."""
     requires = set(requires)
@@ -328,7 +361,7 @@ def check_evaluator_assets(config: EvaluatorConfig, requires: Iterable[str]) -> 
     if "nudenet" in requires and config.nudenet_model and not Path(config.nudenet_model).is_file():
         raise MissingAssetError(f"NudeNet model file {config.nudenet_model} does not exist; unset "
                                 "evaluators.nudenet_model to use the model shipped in the nudenet package")
-    if "fid" in requires:
+    if "fid" in requires and config.fid_features == "inception":
         resolve_inception(config)
 
 
@@ -381,9 +414,10 @@ class Evaluators:
         from respodiff.evaluation.classifiers import Q16Classifier
 
         checkpoint, identity = resolve_q16_checkpoint(self.config)
-        return Q16Classifier.load(self.config.q16_arch, checkpoint, resolve_q16_prompts(self.config),
-                                  quick_gelu=_q16_quick_gelu(self.config), device=self.config.resolved_device,
-                                  batch_size=self.config.batch_size, identity=identity)
+        with _seeded(enabled=checkpoint is None):
+            return Q16Classifier.load(self.config.q16_arch, checkpoint, resolve_q16_prompts(self.config),
+                                      quick_gelu=_q16_quick_gelu(self.config), device=self.config.resolved_device,
+                                      batch_size=self.config.batch_size, identity=identity)
 
     def _load_nudenet(self):
         from respodiff.evaluation.classifiers import NudeNetClassifier
@@ -392,9 +426,14 @@ class Evaluators:
                                  model_path=self.config.nudenet_model)
 
     def _load_fid(self):
-        from respodiff.evaluation.classifiers import load_inception
+        if self.config.fid_features == "quadrant-colours":
+            from respodiff.evaluation.testing import QuadrantColours
 
-        extractor, extractor_id = load_inception(resolve_inception(self.config), self.config.resolved_device)
+            extractor, extractor_id = QuadrantColours(), QuadrantColours.identity
+        else:
+            from respodiff.evaluation.classifiers import load_inception
+
+            extractor, extractor_id = load_inception(resolve_inception(self.config), self.config.resolved_device)
         return FidScorer(extractor, extractor_id, self.config.stats_path, mode=self.config.fid_mode,
                          device=self.config.resolved_device, batch_size=self.config.batch_size,
                          num_workers=self.config.fid_num_workers)
@@ -416,6 +455,12 @@ class Evaluators:
                 except PackageNotFoundError:
                     versions[package] = None
         out["versions"] = versions
+        out["scale"] = self.config.scale
+        stand_ins = sorted(set(requires) & {"clip", "q16", "fid"}) if self.config.scale != "real" else []
+        if stand_ins or self.config.scale == "tiny":
+            # Put where every reader of a result sees it: these evaluators are random or weightless stand-ins.
+            out["stand_ins"] = stand_ins
+            out["warning"] = STAND_IN_WARNING
         if self.config.extra:
             out["notes"] = dict(self.config.extra)
         return out

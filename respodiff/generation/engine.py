@@ -85,6 +85,7 @@ def generate(
     flush_every: int = 8,
     progress: bool = True,
     verify_threads: int = 8,
+    pipeline_kwargs: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Render the manifest's missing images into `store_dir`; return the finished manifest (paths relative).
 
@@ -97,6 +98,8 @@ def generate(
         default the pipeline's name_or_path.
     batch_invariant: one pipeline call per image, so images do not depend on batch size (default: on CPU only).
     flush_every: write the manifest (or this process's shard) every this many batches.
+    pipeline_kwargs: extra keyword arguments of every pipeline call (e.g. SLD's sld_guidance_scale); they change
+        pixels, so they are part of the store's identity.
     """
     from accelerate import PartialState
     from accelerate.utils import gather_object
@@ -114,9 +117,12 @@ def generate(
     manifest = manifest.reset_index(drop=True)
     _check_manifest(manifest, sampler)
     modules = resolve_modules(transformations, manifest, parts)
+    pipeline_kwargs = _check_pipeline_kwargs(pipeline_kwargs)
     # The base-model check needs the name modules record (ModelSpec.identity); a folder path would never match.
     _check_modules_fit(transformations, pipe, sampler, base_model=model_identity)
-    identity = store_identity(pipe, manifest, modules, parts, model_identity or _pipeline_name(pipe))
+    identity = store_identity(
+        pipe, manifest, modules, parts, model_identity or _pipeline_name(pipe), pipeline_kwargs
+    )
     existing = check_store(store, identity)
     state.wait_for_everyone()  # every process has read the store before the main process writes to it
     if state.is_main_process:
@@ -174,7 +180,7 @@ def generate(
         if failure is not None and raise_errors:
             raise failure
 
-    renderer = _Renderer(pipe, modules, sampler, batch_invariant)
+    renderer = _Renderer(pipe, modules, sampler, batch_invariant, pipeline_kwargs)
     count = sum(len(missing.intersection(batch["image_id"])) for batch in mine)
     started = time.perf_counter()
     with (
@@ -297,9 +303,10 @@ def store_identity(
     modules: Mapping[str, nn.Module],
     parts: Sequence[str] | None,
     model_identity: str,
+    pipeline_kwargs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What an image store is bound to; a store holding anything else is refused."""
-    return {
+    identity = {
         "engine": ENGINE_VERSION,
         "model": model_identity,
         "pipeline": type(pipe).__name__,
@@ -309,6 +316,26 @@ def store_identity(
         "modules": {key: module_digest(module) for key, module in modules.items()},
         "parts": sorted(parts) if parts else "all",
     }
+    if pipeline_kwargs:  # only when given, so stores made before this key existed keep their identity
+        identity["pipeline_kwargs"] = dict(sorted(pipeline_kwargs.items()))
+    return identity
+
+
+# Arguments the renderer itself passes; extra pipeline kwargs may not override them.
+_RENDERER_ARGUMENTS = frozenset(
+    ("prompt", "negative_prompt", "generator", "num_inference_steps", "guidance_scale", "height", "width", "eta",
+     "output_type")
+)
+
+
+def _check_pipeline_kwargs(pipeline_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    kwargs = dict(pipeline_kwargs or {})
+    clashing = sorted(set(kwargs) & _RENDERER_ARGUMENTS)
+    if clashing:
+        raise ConfigError(
+            f"pipeline_kwargs may not set {clashing}: the manifest and SamplerSettings decide those"
+        )
+    return kwargs
 
 
 def module_digest(module: nn.Module) -> str:
@@ -434,9 +461,15 @@ class _Renderer:
     """
 
     def __init__(
-        self, pipe, modules: Mapping[str, nn.Module], sampler: SamplerSettings, batch_invariant: bool
+        self,
+        pipe,
+        modules: Mapping[str, nn.Module],
+        sampler: SamplerSettings,
+        batch_invariant: bool,
+        pipeline_kwargs: Mapping[str, Any] | None = None,
     ):
         self.pipe = pipe
+        self.pipeline_kwargs = dict(pipeline_kwargs or {})
         self.keys = list(modules)
         self.transformations = [modules[key].to(_execution_device(pipe)) for key in self.keys]
         self.sampler = sampler
@@ -491,6 +524,7 @@ class _Renderer:
                 width=self.sampler.width,
                 eta=self.sampler.eta,
                 output_type="pil",
+                **self.pipeline_kwargs,
             )
         return output.images
 

@@ -16,7 +16,7 @@ def _collect(args) -> int:
     written = []
     for root in args.outputs_opt or args.outputs:
         if Path(root).exists():
-            written += collect_results(root, args.dest)
+            written += collect_results(root, args.dest, include_stand_ins=args.include_stand_ins)
         else:
             logging.info("%s does not exist; nothing to collect there", root)
     print(f"collected {len(written)} result file(s) into {args.dest}")
@@ -39,7 +39,7 @@ def _demo(args) -> int:
     """Collect, render, and show the tables an experiment fills (the last step of `make demo`)."""
     from respodiff.reporting.tables import render_tables, spec_experiments
 
-    _collect(argparse.Namespace(outputs=args.outputs, outputs_opt=None, dest=args.results))
+    _collect(argparse.Namespace(outputs=args.outputs, outputs_opt=None, dest=args.results, include_stand_ins=False))
     plots = Path(args.out).parent / "plots"
     tables = render_tables([args.results] if Path(args.results).exists() else [], args.specs, args.out, plots)
     shown = [t for t in tables.values() if args.experiment in spec_experiments(t.spec)]
@@ -78,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("outputs", nargs="*", default=["outputs", "multirun"], help="Hydra output roots to search")
     p.add_argument("--outputs", dest="outputs_opt", nargs="+", default=None, help="same as the positional roots")
     p.add_argument("--dest", default="results/runs")
+    p.add_argument("--include-stand-ins", action="store_true",
+                   help="also collect results scored by tiny-scale stand-in evaluators (left out by default)")
     p.set_defaults(func=_collect)
 
     p = sub.add_parser("demo", help="collect, render every table, print the ones an experiment fills")

@@ -50,13 +50,21 @@ def report_run(run_dir: str | os.PathLike, cfg: dict | None = None, *, group: st
     if not files:
         raise ResultsError(f"no results in {results_dir}: run the evaluate stage first")
     df = load_results(files)
+    results = [read_result(f) for f in files]
     title = f"{group or df['experiment'].iloc[0]} / {name or df['run_name'].iloc[0] or 'default'}"
-    (results_dir / "summary.md").write_text(summary_markdown(df, title), encoding="utf-8")
+    summary = summary_markdown(df, title)
+    # Evaluator warnings (e.g. tiny stand-ins: numbers are meaningless) belong beside the numbers they qualify.
+    warnings = sorted({str(w) for r in results if (w := (r.get("evaluator") or {}).get("warning"))})
+    for warning in warnings:
+        log.warning("%s: %s", results_dir, warning)
+    if warnings:
+        summary += "\n" + "".join(f"> **Warning:** {w}\n" for w in warnings)
+    (results_dir / "summary.md").write_text(summary, encoding="utf-8")
     own = logger is None
     logger = logger if logger is not None else make_logger(cfg, run_dir, group, name)
     try:
-        for f in files:
-            log_result(logger, read_result(f))
+        for result in results:
+            log_result(logger, result)
     finally:
         if own:
             logger.finish()

@@ -30,6 +30,7 @@ _SCHEMA_PREFIX = "respodiff.result/"
 COLUMNS = [
     "experiment", "run_name", "overrides", "method", "model", "concepts", "benchmark", "metric", "group",
     "value", "ci_low", "ci_high", "n", "version", "higher_is_better", "created", "git_hash", "config", "source",
+    "stand_ins",
 ]
 
 
@@ -148,6 +149,12 @@ def find_result_files(paths_or_dirs) -> list[Path]:
     return files
 
 
+def scored_by_stand_ins(result: dict) -> bool:
+    """Whether stand-in evaluators (the tiny scale, respodiff/evaluation/stand_ins.py) produced the numbers."""
+    evaluator = result.get("evaluator") or {}
+    return bool(evaluator.get("stand_ins")) or evaluator.get("scale") == "tiny"
+
+
 def _flatten(cfg, prefix: str = "") -> dict:
     out = {}
     if isinstance(cfg, dict):
@@ -177,6 +184,7 @@ def result_rows(result: dict, source: str = "") -> list[dict]:
         # Flattened dotted keys, so a spec can select runs by a config value the overrides do not show.
         "config": _flatten(result.get("config") or {}),
         "source": source,
+        "stand_ins": scored_by_stand_ins(result),
     }
     rows = []
     for m in result["metrics"]:
@@ -226,15 +234,21 @@ def safe_dirname(name: str, default: str = "default") -> str:
     return clean
 
 
-def collect_results(outputs_root: str | os.PathLike, dest: str | os.PathLike = "results/runs") -> list[Path]:
+def collect_results(outputs_root: str | os.PathLike, dest: str | os.PathLike = "results/runs",
+                    include_stand_ins: bool = False) -> list[Path]:
     """Copy every run's results JSON under outputs_root to `<dest>/<experiment>/<run_name>/<benchmark>.json`.
 
     When two runs share experiment and run name (a rerun), the most recent `created` wins and a warning says so.
-    Returns the written paths.
+    Results scored by stand-in evaluators (tiny scale) are left out unless `include_stand_ins`: their numbers mean
+    nothing and results/runs is committed. Returns the written paths.
     """
     chosen: dict[Path, tuple[str, Path]] = {}
+    skipped = 0
     for f in find_result_files(outputs_root):
         result = read_result(f)
+        if scored_by_stand_ins(result) and not include_stand_ins:
+            skipped += 1
+            continue
         experiment = safe_dirname(str(result.get("experiment") or ""), default="unknown")
         target = Path(dest) / experiment / safe_dirname(str(result.get("run_name") or "")) / f"{result['benchmark']}.json"
         created = str(result.get("created") or "")
@@ -253,4 +267,7 @@ def collect_results(outputs_root: str | os.PathLike, dest: str | os.PathLike = "
         os.replace(tmp, target)
         written.append(target)
     log.info("collected %d result file(s) from %s into %s", len(written), outputs_root, dest)
+    if skipped:
+        log.warning("left out %d result(s) of %s scored by stand-in evaluators (tiny scale: numbers are meaningless); "
+                    "--include-stand-ins collects them too", skipped, outputs_root)
     return written
