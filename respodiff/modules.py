@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from .atomic import write_json_atomically
 from .errors import CheckpointMismatchError
 
 PARAMETRIZATIONS = ("constant", "vector", "mlp", "conv")
@@ -181,7 +181,7 @@ class TransformationSet:
             "concepts": {c: sorted(p) for c, p in self.modules.items()},
             "concept_order": self.concepts,
         }
-        _write_json_atomically(folder / METADATA_FILE, metadata)
+        write_json_atomically(folder / METADATA_FILE, metadata, sort_keys=True, default=str)
         return folder
 
     @classmethod
@@ -229,10 +229,3 @@ def check_compatible(
         raise CheckpointMismatchError(
             f"modules in {where} were trained on base model {saved_base!r}, not {expected_base_model!r}"
         )
-
-
-def _write_json_atomically(path: Path, payload: Mapping[str, Any]) -> None:
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-        temporary = Path(handle.name)
-    os.replace(temporary, path)

@@ -284,16 +284,23 @@ def reverse_latents(
     The work is sum(k) rows of UNet calls rather than B * max(k). No graph is recorded.
     """
     latents = noise * scheduler.init_noise_sigma
-    step_index = step_index.to(latents.device)
-    for j in range(int(step_index.max()) if len(step_index) else 0):
-        rows = torch.nonzero(step_index > j).squeeze(1)
-        current = latents[rows]
-        t = scheduler.timesteps[j]
+    # Which rows are active at each step, and the timesteps as Python ints, are decided on the CPU: on a GPU the
+    # loop then issues no device-to-host copy of its own (a CUDA-tensor timestep makes DDIM's step sync).
+    steps = step_index.cpu()
+    timesteps = scheduler.timesteps.tolist()
+    conds: dict[int, Conditioning] = {}
+    for j in range(int(steps.max()) if len(steps) else 0):
+        active = steps > j
+        rows = None if bool(active.all()) else torch.nonzero(active).squeeze(1).to(latents.device)
+        current = latents if rows is None else latents[rows]  # all rows active: no gather or scatter needed
+        count = len(current)
+        t = timesteps[j]
         model_input = scheduler.scale_model_input(torch.cat([current, current]), t)
-        cond = Conditioning.cat([uncond.expand(len(rows)), neutral.expand(len(rows))])
+        if count not in conds:
+            conds[count] = Conditioning.cat([uncond.expand(count), neutral.expand(count)])
         with editor.editing(transformations, cfg_half=True):
-            eps = unet_eps(pipe_or_unet, model_input, t, cond).float()
+            eps = unet_eps(pipe_or_unet, model_input, t, conds[count]).float()
         eps_uncond, eps_cond = eps.chunk(2)
-        stepped = scheduler.step(guided(eps_uncond, eps_cond, guidance), t, current).prev_sample
-        latents = latents.index_copy(0, rows, stepped.to(latents.dtype))
+        stepped = scheduler.step(guided(eps_uncond, eps_cond, guidance), t, current).prev_sample.to(latents.dtype)
+        latents = stepped if rows is None else latents.index_copy(0, rows, stepped)
     return latents

@@ -347,6 +347,7 @@ def stage_generate(context: RunContext) -> None:
         eta=float(cfg.eval.sampler.eta),
     )
     plan = concept_plan(cfg)
+    options = generation_options(plain(cfg.method), context.spec.identity)
     for benchmark in _benchmarks(cfg):
         settings = benchmark_settings(cfg, benchmark.name)
         manifest = build_manifest(
@@ -359,7 +360,7 @@ def stage_generate(context: RunContext) -> None:
         )
         manifest = adjust_manifest(manifest, plain(cfg.method), plain(cfg.concepts), cfg.eval.sampling)
         store = context.images_dir(benchmark.name)
-        fingerprint = _generation_fingerprint(context, manifest)
+        fingerprint = _generation_fingerprint(context, manifest, options)
         if _generation_done(store, manifest, fingerprint):
             log.info("%s: all %d images already generated in %s; nothing to generate (model not loaded)",
                      benchmark.name, len(manifest), store)
@@ -372,7 +373,7 @@ def stage_generate(context: RunContext) -> None:
             sampler,
             parts=list(cfg.method.get("inference_parts") or []) or None,
             batch_invariant=batch_invariant(cfg.eval),
-            **generation_options(plain(cfg.method), context.spec.identity),
+            **options,
         )
         if context.is_main:
             _record_generation(store, fingerprint)
@@ -395,7 +396,7 @@ def _generation_record(store: Path) -> Path:
     return store.with_name(f"{store.name}.generated.json")
 
 
-def _generation_fingerprint(context: RunContext, manifest) -> str:
+def _generation_fingerprint(context: RunContext, manifest, options: dict[str, Any]) -> str:
     """What a finished store's images depend on, as far as it is known without loading the model.
 
     Deliberately broad (the whole model and method blocks): a difference that would not change a pixel only costs
@@ -413,6 +414,7 @@ def _generation_fingerprint(context: RunContext, manifest) -> str:
         "model": plain(cfg.model),
         "device": torch.device(context.device).type,  # not the index: every process must agree
         "method": plain(cfg.method),
+        "generation": options,  # the engine's model identity (ESD's includes its weights) and call arguments
         "modules": _folder_digest(context.modules_dir),
     })
 

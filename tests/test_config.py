@@ -9,13 +9,23 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from respodiff.config import register_resolvers, run_folder_name, validate
+from respodiff.config import (
+    apply_evaluator_scale,
+    batch_invariant,
+    register_resolvers,
+    run_folder_name,
+    validate,
+)
 from respodiff.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 METHODS = sorted(p.stem for p in (CONF / "method").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+# The evaluation scale follows the model's: stand-ins where the images cannot mean anything, else the real ones.
+EVALUATOR_SCALES = {"tiny": "tiny", "tiny_sdxl": "tiny", "toy": "toy", "sd14": "real", "sd14_arch": "real",
+                    "sdxl": "real"}
 
 
 def compose_config(*overrides: str):
@@ -66,6 +76,35 @@ def test_unknown_stage_and_sampling_are_refused():
         validate(compose_config("eval.sampling=random"))
 
 
+@pytest.mark.parametrize("model", MODELS)
+def test_every_model_names_its_evaluation_scale(model):
+    cfg = compose_config(f"model={model}")
+    validate(cfg)
+    assert cfg.model.evaluators == EVALUATOR_SCALES.get(model, cfg.model.evaluators)
+    assert cfg.model.evaluators in ("tiny", "toy", "real")
+
+
+def test_tiny_scale_points_evaluation_at_the_stand_ins_and_real_changes_nothing(tmp_path):
+    cfg = apply_evaluator_scale(compose_config("experiment=safety_sd14", "model=tiny", f"paths.cache_dir={tmp_path}"))
+    stand_ins = tmp_path / "eval-stand-ins-v1"
+    assert cfg.eval.evaluators.scale == "tiny" and cfg.eval.evaluators.q16_pretrained is None
+    assert cfg.eval.evaluators.clip_model == str(stand_ins / "clip")
+    assert cfg.eval.i2p.data_dir == str(stand_ins / "data" / "i2p") and cfg.eval.i2p.dataset_size == 6
+    assert not any(tmp_path.iterdir()), "composing builds nothing; the run builds the stand-ins on demand"
+    real = compose_config("experiment=safety_sd14", "model=sd14")
+    before = OmegaConf.to_container(real, resolve=True)
+    assert OmegaConf.to_container(apply_evaluator_scale(real), resolve=True) == before
+    # An explicit evaluator override beats the stand-ins' value.
+    cfg = compose_config("model=tiny", "model.evaluators=toy", "+eval.evaluators.nudenet_threshold=0.6")
+    assert apply_evaluator_scale(cfg).eval.evaluators.nudenet_threshold == 0.6
+
+
+def test_batch_invariant_reads_auto_true_false():
+    assert batch_invariant(compose_config().eval) is None
+    assert batch_invariant(compose_config("eval.sampler.batch_invariant=true").eval) is True
+    assert batch_invariant(compose_config("eval.sampler.batch_invariant=false").eval) is False
+
+
 def test_run_folder_names_are_stable_and_flat():
     assert run_folder_name("") == "default"
     assert run_folder_name("method=ram_only") == "method=ram_only"
@@ -89,6 +128,9 @@ def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedPr
         (["model=sd14", "model.source=local", "model.id=/no/such/folder"], "/no/such/folder"),
         (["model=sd14", "model.id=example-org/not-cached-model"], "not in the Hugging Face cache"),
         (["eval.benchmarks=[no_such_benchmark]"], "no_such_benchmark"),
+        (["model.evaluators=huge"], "model.evaluators"),
+        (["eval.sampler.batch_invariant=sometimes"], "batch_invariant"),
+        (["eval.force=maybe"], "eval.force"),
     ],
 )
 def test_bad_input_fails_fast_with_a_clear_message(args, message, tmp_path):

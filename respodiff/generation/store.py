@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image, PngImagePlugin
 
+from ..atomic import TEMPORARY_SUFFIX, replace_atomically
 from ..errors import CheckpointMismatchError
 from .plan import DONE, IMAGE_DEFINING_COLUMNS, PENDING
 
@@ -32,7 +32,6 @@ STORE_FILE = "store.json"
 MANIFEST_FILE = "manifest.parquet"
 SHARD_PATTERN = "manifest.shard-*.parquet"
 SCHEMA = "respodiff.image_store/1"
-TEMPORARY_SUFFIX = ".tmp"
 
 
 def shard_file(store: Path, rank: int) -> Path:
@@ -88,7 +87,7 @@ def write_store_record(store: Path, identity: Mapping[str, Any], info: Mapping[s
         "info": dict(info),
     }
     store.mkdir(parents=True, exist_ok=True)
-    _replace_with(
+    replace_atomically(
         store / STORE_FILE,
         lambda handle: handle.write(json.dumps(record, indent=2, sort_keys=True, default=str).encode()),
     )
@@ -99,7 +98,7 @@ def write_store_record(store: Path, identity: Mapping[str, Any], info: Mapping[s
 
 
 def write_manifest(path: Path, manifest: pd.DataFrame) -> None:
-    _replace_with(path, lambda handle: manifest.to_parquet(handle, index=False))
+    replace_atomically(path, lambda handle: manifest.to_parquet(handle, index=False))
 
 
 def read_manifest(store: str | os.PathLike, absolute_paths: bool = False) -> pd.DataFrame:
@@ -144,7 +143,7 @@ def write_png(path: Path, image: Image.Image, text: Mapping[str, str] | None = N
     for key, value in (text or {}).items():
         info.add_text(key, value)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _replace_with(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
+    replace_atomically(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
 
 
 def image_ok(path: Path, width: int, height: int) -> bool:
@@ -184,16 +183,3 @@ def with_status(manifest: pd.DataFrame, done_ids: Iterable[str]) -> pd.DataFrame
 
 
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _replace_with(path: Path, write) -> None:
-    """Write through `write(binary handle)` to a temporary file beside `path`, then rename it into place."""
-    # A plain open() (not tempfile) so the file gets the umask's permissions like any other output.
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMPORARY_SUFFIX}")
-    try:
-        with open(temporary, "wb") as handle:
-            write(handle)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot is imported)
 
+from respodiff.atomic import replace_atomically
 from respodiff.reporting.selection import ResultRef, select  # noqa: E402
 from respodiff.reporting.specs import PlotSpec  # noqa: E402
 
@@ -24,10 +25,10 @@ log = logging.getLogger(__name__)
 def _save(fig, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=150, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        replace_atomically(path, lambda handle: fig.savefig(handle, format="png", dpi=150, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 

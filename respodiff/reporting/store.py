@@ -13,12 +13,11 @@ import logging
 import math
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from respodiff.atomic import replace_atomically, write_json_atomically
 from respodiff.errors import RespodiffError
 from respodiff.provenance import git_hash, package_versions
 
@@ -73,21 +72,8 @@ def _json_safe(value):
 
 
 def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    """Write JSON so that readers see either the old file or the complete new one, never a torn write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Results JSON: strict (NaN is refused; write_result turns it into null first)."""
+    return write_json_atomically(path, obj, sort_keys=False, allow_nan=False)
 
 
 def write_result(run_dir: str | os.PathLike, result_dict: dict) -> Path:
@@ -262,9 +248,7 @@ def collect_results(outputs_root: str | os.PathLike, dest: str | os.PathLike = "
     written = []
     for target, (_, src) in sorted(chosen.items()):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, target)
+        replace_atomically(target, lambda handle, src=src: handle.write(Path(src).read_bytes()))
         written.append(target)
     log.info("collected %d result file(s) from %s into %s", len(written), outputs_root, dest)
     if skipped:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from respodiff.atomic import write_text_atomically
 from respodiff.reporting.selection import ResultRef, describe_match, matches, select, split_results
 from respodiff.reporting.specs import ColumnSpec, RowSpec, TableSpec, load_specs
 from respodiff.reporting.store import group_key, load_results
@@ -306,13 +307,6 @@ def spec_experiments(spec: TableSpec) -> set[str]:
     return names
 
 
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def render_tables(results: str | os.PathLike | list | pd.DataFrame | None, specs_dir: str | os.PathLike,
                   out_dir: str | os.PathLike, plots_dir: str | os.PathLike | None = None) -> dict[str, Table]:
     """Render every spec to `<out_dir>/<spec>.md` and `.tex` (+ plots of specs that have data); returns the tables.
@@ -332,13 +326,13 @@ def render_tables(results: str | os.PathLike | list | pd.DataFrame | None, specs
     for spec in load_specs(specs_dir):
         table = build_table(spec, refs)
         tables[spec.name] = table
-        _write_text(out_dir / f"{spec.name}.md", render_markdown(table))
-        _write_text(out_dir / f"{spec.name}.tex", render_latex(table))
+        write_text_atomically(out_dir / f"{spec.name}.md", render_markdown(table))
+        write_text_atomically(out_dir / f"{spec.name}.tex", render_latex(table))
         runnable = sum(not r.paper_only for r in table.rows) * len(spec.columns)
         index.append(f"| [{spec.title}]({spec.name}.md) | {table.filled}/{runnable} | {len(table.warnings)} |")
         if plots_dir is not None and spec.plots:
             from respodiff.reporting.plots import render_spec_plots
 
             render_spec_plots(table, refs, plots_dir)
-    _write_text(out_dir / "index.md", "\n".join(index) + "\n")
+    write_text_atomically(out_dir / "index.md", "\n".join(index) + "\n")
     return tables
