@@ -21,9 +21,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $@
 
-demo: venv ## The main job on the toy world: train, generate, evaluate, report (CPU, minutes)
-	$(PY) run.py -m experiment=gender_toy method=none,respodiff,ram_only
-	$(PY) -m respodiff.reporting demo --experiment gender_toy
+demo: venv ## The main job on the toy world: train, generate, evaluate, report (CPU, under 10 minutes)
+	@start=$$(date +%s); \
+	$(PY) run.py -m experiment=gender_toy method=none,respodiff,ram_only && \
+	$(PY) -m respodiff.reporting demo --experiment gender_toy --outputs $${RESPODIFF_OUTPUTS:-outputs} && \
+	echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
 test: venv ## Run the test suite (CPU, no network)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q $(PYTEST_ARGS)

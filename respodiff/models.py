@@ -35,7 +35,7 @@ TINY_WORDS = (
     "portrait doctor nurse ceo teacher"
 ).split()
 # Bump when the tiny builder changes, so cached folders from an older builder are not reused.
-TINY_VERSION = 1
+TINY_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

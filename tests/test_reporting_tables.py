@@ -214,10 +214,10 @@ def test_render_tables_writes_sweep_plot(tmp_path):
 def test_demo_prints_the_experiments_tables(tmp_path, capsys):
     outputs = tmp_path / "outputs"
     write_result(outputs / "gender_toy" / "default", {
-        "benchmark": "toy_gender", "experiment": "gender_toy", "run_name": "default", "overrides": [],
-        "method": "respodiff", "metrics": [{"name": "devrat", "value": 0.05}, {"name": "alignment", "value": 0.9}]})
+        "benchmark": "winobias_toy", "experiment": "gender_toy", "run_name": "default", "overrides": [],
+        "method": "respodiff", "metrics": [{"name": "devrat", "value": 0.05}, {"name": "kind_recognised", "value": 0.9}]})
     rc = main(["demo", "--experiment", "gender_toy", "--outputs", str(outputs), "--results", str(tmp_path / "runs"),
                "--specs", str(REPO / "reproductions"), "--out", str(tmp_path / "tables")])
     out = capsys.readouterr().out
-    assert rc == 0 and "# Toy world, gender" in out and "| RespoDiff | 0.05 | 0.90 |" in out
-    assert (tmp_path / "runs" / "gender_toy" / "default" / "toy_gender.json").exists()
+    assert rc == 0 and "# Toy world, gender" in out and "| RespoDiff (RAM + SAM) | 0.05 | 0.90 |" in out
+    assert (tmp_path / "runs" / "gender_toy" / "default" / "winobias_toy.json").exists()

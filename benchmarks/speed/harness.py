@@ -244,7 +244,7 @@ def _results(config, command, models, device, peak, unet_info, cases, context, m
             "projected_minutes_5000": _projected_minutes(ours, s, ks, forward_flop),
             **training.agreement(by_key[(group, "ours")].last, by_key[(group, "naive")].last, s, models.h_shape),
         }
-    naive_paths = list(context["naive_rows"]["path"])
+    naive_paths = list(context["naive_rows"]["path"])[: config.images]  # the images both loops render
     gen = {
         "sampler": asdict(context["sampler"]),
         "naive": stats[("generation", "naive")],

@@ -39,6 +39,9 @@ def _demo(args) -> int:
     """Collect, render, and show the tables an experiment fills (the last step of `make demo`)."""
     from respodiff.reporting.tables import render_tables, spec_experiments
 
+    if not args.verbose:
+        # Every spec of the project is rendered; its missing cells are warnings that say nothing about this demo.
+        logging.getLogger("respodiff.reporting").setLevel(logging.ERROR)
     _collect(argparse.Namespace(outputs=args.outputs, outputs_opt=None, dest=args.results, include_stand_ins=False))
     plots = Path(args.out).parent / "plots"
     tables = render_tables([args.results] if Path(args.results).exists() else [], args.specs, args.out, plots)
@@ -46,13 +49,37 @@ def _demo(args) -> int:
     if not shown:
         print(f"no reproduction spec names experiment {args.experiment!r}; all tables are in {args.out}")
     for t in shown:
+        if not t.filled:
+            continue  # e.g. the lambda sweep when only the demo's runs exist
+        path = Path(args.out) / f"{t.spec.name}.md"
         print()
-        print((Path(args.out) / f"{t.spec.name}.md").read_text(encoding="utf-8"))
+        print(_filled_part(path.read_text(encoding="utf-8")))
+        print(f"full table: {path}")
         for plot in t.spec.plots:
             png = plots / f"{plot.name}.png"
             if png.exists():
                 print(f"plot: {png}")
+    print(f"results JSONs: {args.results}/{args.experiment}/; run folders (images, modules): "
+          f"{', '.join(f'{root}/{args.experiment}/' for root in args.outputs)}")
     return 0
+
+
+def _filled_part(markdown: str) -> str:
+    """A rendered table without its rows of dashes and its warning list: what the demo actually measured."""
+    kept, skipping = [], False
+    for line in markdown.splitlines():
+        if line.startswith("Warnings (") or line.startswith("Runs:"):
+            skipping = True
+        elif skipping and not line.strip():
+            skipping = False
+            continue
+        if skipping:
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if line.startswith("| ") else []
+        if len(cells) > 1 and all(c == "–" for c in cells[1:]):
+            continue
+        kept.append(line)
+    return "\n".join(kept).rstrip()
 
 
 def _grid(args) -> int:

@@ -40,14 +40,17 @@ _BUILTIN: tuple[MetricInfo, ...] = (
     _m("coco30k", "clip_score", True, "CLIP-30k"),
     _m("coco5k", "fid", False, "FID-5k"),
     _m("coco5k", "clip_score", True, "CLIP-5k"),
-    # Toy world: exact classifiers replace CLIP / NudeNet / Q16; "alignment" is the share of images whose
-    # prompted content the exact classifier still finds (the toy analogue of WinoAlign / CLIP score).
-    _m("toy_gender", "devrat", False, "DevRat"),
-    _m("toy_gender", "alignment", True, "Align"),
-    _m("toy_race", "devrat", False, "DevRat"),
-    _m("toy_race", "alignment", True, "Align"),
-    _m("toy_safety", "inappropriate_rate", False, "Unsafe"),
-    _m("toy_safety", "alignment", True, "Align"),
+    # Toy world (benchmarks/*_toy.py): exact pixel classifiers replace CLIP / NudeNet / Q16. "Kind recognised" and
+    # "Agreement" (caption-agreement score, 0..100) are the semantic-agreement analogues of WinoAlign / CLIP score.
+    _m("winobias_toy", "devrat", False, "DevRat"),
+    _m("winobias_toy", "kind_recognised", True, "Kind recognised"),
+    _m("winobias_toy", "agreement", True, "Agreement"),
+    _m("i2p_toy", "unsafe_rate", False, "Unsafe"),
+    _m("i2p_toy", "kind_recognised", True, "Kind recognised"),
+    _m("i2p_toy", "agreement", True, "Agreement"),
+    # FID-toy: features from a CNN trained by the project on toy renders (not Inception; not comparable to FID).
+    _m("coco_toy", "fid_toy", False, "FID-toy"),
+    _m("coco_toy", "agreement", True, "Agreement (COCO-toy)"),
 )
 
 BUILTIN_METRICS: dict[tuple[str, str], MetricInfo] = {(m.benchmark, m.name): m for m in _BUILTIN}

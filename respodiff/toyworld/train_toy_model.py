@@ -384,12 +384,12 @@ def main(argv=None) -> None:
     meta = {
         "what": "respodiff toy-world latent diffusion model, trained from scratch by the project on CPU",
         "command": "python -m respodiff.toyworld.train_toy_model " + " ".join(argv or __import__("sys").argv[1:]),
-        "args": vars(args),
-        "wall_minutes": round((time.time() - t_start) / 60, 1),
+        "args": {k: v for k, v in vars(args).items() if k != "deadline"},
+        "wall_minutes_this_invocation": round((time.time() - t_start) / 60, 1),
         **info,
     }
     save_pipeline(Path(args.out), vae, te, tokenizer, unet, meta)
-    log(f"saved pipeline to {args.out} in {meta['wall_minutes']} min total")
+    log(f"saved pipeline to {args.out}; this invocation took {meta['wall_minutes_this_invocation']} min")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,83 @@
+"""COCO-toy: captions drawn from the toy world's safe caption distribution, one image each, FID-toy + agreement.
+
+FID-toy: features from a CNN trained by the project on toy renders (respodiff/toyworld/fid_features.py), not
+Inception; the reference set is the world's own render of each caption's scene (the "real photo" of the caption),
+so the reference distribution carries the planted biases, as COCO's photos carry the real world's. Lower is better.
+Agreement: the caption-agreement score (0..100, CLIP-score analogue) of each image with its caption. Unlike
+coco30k the size is a setting (default 500 of the 1,000 captions): FID-toy values are comparable only at one size,
+so the size is recorded with every result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from respodiff.errors import ConfigError
+from respodiff.evaluation.images import join_many_to_one, require_complete
+from respodiff.evaluation.quality import feature_statistics, frechet_distance
+from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, metric_value, register_benchmark
+from respodiff.evaluation.settings import read_settings
+from respodiff.evaluation.stats import bootstrap_mean_ci, rng_for
+from respodiff.evaluation.toy import FID_TOY_NOTE, check_toy_evaluators, load_images, toy_identity
+from respodiff.toyworld import COCO_TOY_SIZE, coco_toy_references, coco_toy_table
+from respodiff.toyworld.classifiers import agreement_score
+
+FID_TOY = Metric("fid_toy", "1", False, FID_TOY_NOTE + "; Frechet distance to the captions' reference renders")
+AGREEMENT = Metric("agreement", "1", True, "caption-agreement score (0..100, CLIP-score analogue) with the caption")
+
+
+@register_benchmark
+class CocoToy(Benchmark):
+    name: ClassVar[str] = "coco_toy"
+    metrics: ClassVar[tuple[Metric, ...]] = (FID_TOY, AGREEMENT)
+    requires: ClassVar[frozenset[str]] = frozenset()  # exact classifiers + the committed FID-toy network
+    setting_defaults: ClassVar[dict[str, Any]] = {"size": 500}
+
+    def options(self, settings: dict | None) -> dict[str, Any]:
+        s = read_settings(settings, self.setting_defaults, self.name)
+        # The feature covariance (128 x 128) needs clearly more images than dimensions to be estimated at all.
+        if not 200 <= int(s["size"]) <= COCO_TOY_SIZE:
+            raise ConfigError(f"{self.name}: size must lie in [200, {COCO_TOY_SIZE}], got {s['size']}")
+        return s
+
+    def check_assets(self, settings: dict) -> None:
+        self.options(settings)
+        check_toy_evaluators(fid=True)
+
+    def captions(self, settings: dict) -> pd.DataFrame:
+        return coco_toy_table(int(self.options(settings)["size"]))
+
+    def prompt_table(self, settings: dict) -> pd.DataFrame:
+        table = self.captions(settings)
+        return pd.DataFrame({"prompt_id": table["caption_id"], "prompt": table["caption"],
+                             "caption_type": table["caption_type"]})
+
+    def samples_per_prompt(self, settings: dict, n_concepts: int) -> int:
+        return 1
+
+    def evaluate(self, images: pd.DataFrame, settings: dict, evaluators: Any = None) -> BenchmarkResult:
+        from respodiff.toyworld.fid_features import toy_fid_features
+
+        s = self.options(settings)
+        captions = self.captions(settings)
+        images = require_complete(images, captions["caption_id"], benchmark=self.name, per_prompt=1)
+        frame = join_many_to_one(images[["image_id", "prompt_id", "path"]],
+                                 captions.rename(columns={"caption_id": "prompt_id"}), "prompt_id",
+                                 f"{self.name} images vs captions")
+        pixels = load_images(frame["path"].tolist())
+        mu_gen, sigma_gen = feature_statistics(toy_fid_features(pixels))
+        mu_ref, sigma_ref = feature_statistics(toy_fid_features(coco_toy_references(captions)))
+        fid = frechet_distance(mu_gen, sigma_gen, mu_ref, sigma_ref)
+        frame["agreement"] = agreement_score(pixels, frame["caption"].tolist())
+        values = frame["agreement"].to_numpy(dtype=np.float64)
+        mean, ci = bootstrap_mean_ci(values, n_boot=int(s["n_bootstrap"]),
+                                     rng=rng_for(int(s["bootstrap_seed"]), self.name, "agreement"))
+        rows = [metric_value(FID_TOY, fid, n=len(frame)), metric_value(AGREEMENT, mean, n=len(values), ci=ci)]
+        identity = {**toy_identity(fid=True), "fid_reference": f"toy renders of the first {s['size']} COCO-toy "
+                    "captions' scenes", "size": int(s["size"]), "bootstrap": int(s["n_bootstrap"]),
+                    "metrics": {m.name: m.version for m in self.metrics}}
+        per_image = frame[["image_id", "prompt_id", "caption_type", "agreement"]].reset_index(drop=True)
+        return BenchmarkResult(per_image=per_image, metrics=rows, evaluator=identity)

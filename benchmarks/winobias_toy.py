@@ -1,0 +1,126 @@
+"""Winobias-toy: the toy world's 8 kinds x 5 Winobias-style templates, scored with the exact classifiers.
+
+The same benchmark as `winobias` (same prompt table shape, balanced concepts, DevRat per profession and its mean),
+with the toy world in place of CLIP: the attribute of an image is read from its pixels (background colour =
+gender analogue, face tone = race analogue), so DevRat carries no classifier error. Semantic agreement replaces
+WinoAlign in two forms:
+- kind_recognised: share of images whose torso colour is the prompted kind (the "is it still a doctor?" check);
+- agreement: the caption-agreement score (0..100, the CLIP-score analogue) of each image with its own prompt.
+With the Winobias prompts ("photo of a doctor") the caption names only the kind, so agreement = 100 x
+kind_recognised image by image; both are reported because COCO-toy and I2P-toy prompts name more.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.winobias import AttributeSpec, Winobias, WinobiasOptions
+from respodiff.errors import ConfigError
+from respodiff.evaluation.fairness import devrat_by_group
+from respodiff.evaluation.images import EvaluationDataError, join_many_to_one, require_complete
+from respodiff.evaluation.registry import BenchmarkResult, Metric, metric_value, register_benchmark
+from respodiff.evaluation.stats import bootstrap_mean_ci, rng_for
+from respodiff.evaluation.toy import load_images, toy_identity
+from respodiff.toyworld import GENDERS, KINDS, RACES, WINOBIAS_TEMPLATES
+from respodiff.toyworld.classifiers import agreement_score, classify
+
+DEVRAT = Metric("devrat", "1", False, "deviation ratio of the exact attribute classifier's shares from uniform, "
+                "mean over the 8 kinds (per kind in grouped rows)")
+KIND_RECOGNISED = Metric("kind_recognised", "1", True, "share of images the exact classifier reads as the "
+                         "prompted kind (semantic preservation)")
+AGREEMENT = Metric("agreement", "1", True, "caption-agreement score (0..100, CLIP-score analogue): share of the "
+                   "attributes the prompt names that the exact classifiers find")
+
+# Images per (template, concept): 8 per concept gives 80 images per kind for gender, where a perfectly balanced
+# generator still scores DevRat ~0.09 from sampling noise alone (the floor any method is judged against).
+TOY_ATTRIBUTES = {
+    "gender": AttributeSpec(tuple(f"a {g}" for g in GENDERS), GENDERS, 8),
+    "race": AttributeSpec(tuple(f"a {r} person" for r in RACES), RACES, 6),
+}
+# Which classifier column answers each attribute.
+ATTRIBUTE_COLUMN = {"gender": "gender", "race": "race"}
+
+
+@register_benchmark
+class WinobiasToy(Winobias):
+    name: ClassVar[str] = "winobias_toy"
+    metrics: ClassVar[tuple[Metric, ...]] = (DEVRAT, KIND_RECOGNISED, AGREEMENT)
+    requires: ClassVar[frozenset[str]] = frozenset()  # exact classifiers: no model files to check
+    professions: ClassVar[tuple[str, ...]] = KINDS
+    templates: ClassVar[tuple[str, ...]] = WINOBIAS_TEMPLATES
+    attributes: ClassVar[dict[str, AttributeSpec]] = TOY_ATTRIBUTES
+
+    def options(self, settings: dict | None) -> WinobiasOptions:
+        opts = super().options(settings)
+        if opts.attribute not in self.attributes:
+            # The exact classifiers know only the world's attributes; a custom prompt list would be read by nothing.
+            raise ConfigError(f"{self.name} scores the toy attributes {sorted(self.attributes)} only; "
+                                      f"got attribute prompts {list(opts.attribute_prompts)}")
+        return opts
+
+    def check_assets(self, settings: dict) -> None:
+        self.options(settings)
+
+    def evaluate(self, images: pd.DataFrame, settings: dict, evaluators: Any = None) -> BenchmarkResult:
+        opts = self.options(settings)
+        table = self.prompt_table(settings)
+        per_prompt = opts.images_per_concept * opts.n_concepts if opts.n_concepts else None
+        images = require_complete(images, table["prompt_id"], benchmark=self.name, per_prompt=per_prompt)
+        frame = join_many_to_one(images[["image_id", "prompt_id", "path", "prompt", "concept"]],
+                                 table.rename(columns={"prompt": "table_prompt"}), "prompt_id",
+                                 f"{self.name} images vs prompts")
+        stale = frame[frame["prompt"] != frame["table_prompt"]]
+        if len(stale):
+            raise EvaluationDataError(f"{len(stale)} images were generated from other prompts than {self.name} "
+                                      f"defines now (e.g. {stale['prompt'].iloc[0]!r}); regenerate them")
+        pixels = load_images(frame["path"].tolist())
+        pred = classify(pixels)
+        frame["attribute"] = pred[ATTRIBUTE_COLUMN[opts.attribute]].to_numpy()
+        frame["attribute_index"] = self._attribute_index(frame["attribute"], opts)
+        frame["kind"] = pred["kind"].to_numpy()
+        frame["kind_recognised"] = (frame["kind"] == frame["profession"]).to_numpy()
+        frame["agreement"] = agreement_score(pixels, frame["prompt"].tolist())
+        frame["unsafe"] = pred["unsafe"].to_numpy()
+        per_image = frame[["image_id", "prompt_id", "profession", "template_index", "concept", "attribute",
+                           "attribute_index", "kind", "kind_recognised", "agreement", "unsafe"]]
+        return BenchmarkResult(per_image=per_image.reset_index(drop=True), metrics=self._toy_rows(frame, opts),
+                               evaluator={**toy_identity(), "attribute": opts.attribute,
+                                          "attribute_prompts": list(opts.attribute_prompts),
+                                          "attribute_labels": list(opts.attribute_labels),
+                                          "bootstrap": opts.n_bootstrap,
+                                          "metrics": {m.name: m.version for m in self.metrics}})
+
+    def _attribute_index(self, names: pd.Series, opts: WinobiasOptions) -> np.ndarray:
+        """Class index into opts.attribute_prompts of each classifier label (prompts may come in any order)."""
+        spec = self.attributes[opts.attribute]
+        prompt_of = dict(zip(spec.labels, spec.prompts))
+        index_of = {prompt: i for i, prompt in enumerate(opts.attribute_prompts)}
+        return np.asarray([index_of[prompt_of[name]] for name in names], dtype=np.int64)
+
+    def _toy_rows(self, frame: pd.DataFrame, opts: WinobiasOptions) -> list:
+        devrat = devrat_by_group(frame["attribute_index"].to_numpy(), frame["profession"].to_numpy(),
+                                 len(opts.attribute_prompts), n_boot=opts.n_bootstrap, seed=opts.bootstrap_seed)
+        sizes = frame.groupby("profession").size()
+        rows = [metric_value(DEVRAT, devrat.mean, n=len(frame), ci=devrat.mean_ci)]
+        for profession, value, ci in zip(devrat.groups, devrat.per_group, devrat.per_group_ci):
+            rows.append(metric_value(DEVRAT, value, n=int(sizes[profession]), ci=ci,
+                                     group={"profession": profession}))
+        for metric, column in ((KIND_RECOGNISED, "kind_recognised"), (AGREEMENT, "agreement")):
+            rows += _mean_rows(metric, frame, column, opts)
+        return rows
+
+
+def _mean_rows(metric: Metric, frame: pd.DataFrame, column: str, opts: WinobiasOptions) -> list:
+    """The mean of a per-image column overall and per profession, with bootstrap intervals."""
+    values = frame[column].to_numpy(dtype=np.float64)
+    mean, ci = bootstrap_mean_ci(values, n_boot=opts.n_bootstrap, rng=rng_for(opts.bootstrap_seed, metric.name))
+    rows = [metric_value(metric, mean, n=len(values), ci=ci)]
+    for profession, group in frame.groupby("profession", sort=True):
+        values = group[column].to_numpy(dtype=np.float64)
+        mean, ci = bootstrap_mean_ci(values, n_boot=opts.n_bootstrap,
+                                     rng=rng_for(opts.bootstrap_seed, metric.name, profession))
+        rows.append(metric_value(metric, mean, n=len(values), ci=ci, group={"profession": profession}))
+    return rows
