@@ -46,25 +46,26 @@ class HSpaceEdit:
     def delta(self, h: torch.Tensor) -> torch.Tensor:
         """The sum of weighted transformation outputs for the rows of h."""
         rows = h.shape[0]
-        weights = self._row_weights(rows, h)
+        weights = self._row_weights(rows)
+        # Decided on the host: testing a GPU tensor would stall every edited UNet call on a device sync.
+        used = weights.detach().cpu().any(dim=0).tolist()
+        weights = weights.to(device=h.device, dtype=h.dtype)
         total = torch.zeros_like(h)
         for k, transformation in enumerate(self.transformations):
-            column = weights[:, k]
-            if not torch.any(column):
+            if not used[k]:
                 continue  # skip modules no image in this batch uses (e.g. the other concept)
-            total = total + column.view(rows, 1, 1, 1) * transformation(h)
+            total = total + weights[:, k].view(rows, 1, 1, 1) * transformation(h)
         return total
 
-    def _row_weights(self, rows: int, h: torch.Tensor) -> torch.Tensor:
+    def _row_weights(self, rows: int) -> torch.Tensor:
         count = len(self.transformations)
         if self.weights is None:
-            return torch.ones(rows, count, device=h.device, dtype=h.dtype)
-        weights = self.weights.to(device=h.device, dtype=h.dtype)
-        if weights.ndim == 1:
-            return weights.expand(rows, count)
-        if weights.shape[0] != rows:
-            raise ValueError(f"edit has {weights.shape[0]} weight rows but the bottleneck batch has {rows} rows")
-        return weights
+            return torch.ones(rows, count)
+        if self.weights.ndim == 1:
+            return self.weights.expand(rows, count)
+        if self.weights.shape[0] != rows:
+            raise ValueError(f"edit has {self.weights.shape[0]} weight rows but the bottleneck batch has {rows} rows")
+        return self.weights
 
 
 class HSpaceHook(ModelHook):

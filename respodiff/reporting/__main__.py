@@ -37,11 +37,20 @@ def _tables(args) -> int:
 
 def _demo(args) -> int:
     """Collect, render, and show the tables an experiment fills (the last step of `make demo`)."""
-    from respodiff.reporting.tables import render_tables, spec_experiments
-
+    reporting_log = logging.getLogger("respodiff.reporting")
+    previous_level = reporting_log.level
     if not args.verbose:
         # Every spec of the project is rendered; its missing cells are warnings that say nothing about this demo.
-        logging.getLogger("respodiff.reporting").setLevel(logging.ERROR)
+        reporting_log.setLevel(logging.ERROR)
+    try:
+        return _show_demo(args)
+    finally:
+        reporting_log.setLevel(previous_level)  # an in-process caller keeps its warnings
+
+
+def _show_demo(args) -> int:
+    from respodiff.reporting.tables import render_tables, spec_experiments
+
     _collect(argparse.Namespace(outputs=args.outputs, outputs_opt=None, dest=args.results, include_stand_ins=False))
     plots = Path(args.out).parent / "plots"
     tables = render_tables([args.results] if Path(args.results).exists() else [], args.specs, args.out, plots)
