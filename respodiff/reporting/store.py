@@ -220,6 +220,15 @@ def safe_dirname(name: str, default: str = "default") -> str:
     return clean
 
 
+def _portable(text: str) -> str:
+    """A committed copy names no machine: the repository becomes '.', the home folder '~'."""
+    from respodiff.provenance import REPO_ROOT
+
+    for root, short in ((str(REPO_ROOT), "."), (str(Path.home()), "~")):
+        text = text.replace(json.dumps(root)[1:-1] + "/", short + "/").replace(json.dumps(root), json.dumps(short))
+    return text
+
+
 def collect_results(outputs_root: str | os.PathLike, dest: str | os.PathLike = "results/runs",
                     include_stand_ins: bool = False) -> list[Path]:
     """Copy every run's results JSON under outputs_root to `<dest>/<experiment>/<run_name>/<benchmark>.json`.
@@ -248,7 +257,7 @@ def collect_results(outputs_root: str | os.PathLike, dest: str | os.PathLike = "
     written = []
     for target, (_, src) in sorted(chosen.items()):
         target.parent.mkdir(parents=True, exist_ok=True)
-        replace_atomically(target, lambda handle, src=src: handle.write(Path(src).read_bytes()))
+        replace_atomically(target, lambda handle, src=src: handle.write(_portable(Path(src).read_text()).encode()))
         written.append(target)
     log.info("collected %d result file(s) from %s into %s", len(written), outputs_root, dest)
     if skipped:
