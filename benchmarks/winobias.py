@@ -186,7 +186,8 @@ class Winobias(Benchmark):
 
     # --- aggregation ----------------------------------------------------------------------------------------
 
-    def _metric_rows(self, frame: pd.DataFrame, opts: WinobiasOptions) -> list:
+    def _devrat_rows(self, frame: pd.DataFrame, opts: WinobiasOptions) -> list:
+        """DevRat: the mean over professions and one row per profession, each with its bootstrap interval."""
         devrat = devrat_by_group(frame["attribute_index"].to_numpy(), frame["profession"].to_numpy(),
                                  len(opts.attribute_prompts), n_boot=opts.n_bootstrap, seed=opts.bootstrap_seed)
         sizes = frame.groupby("profession").size()
@@ -194,6 +195,10 @@ class Winobias(Benchmark):
         for profession, value, ci in zip(devrat.groups, devrat.per_group, devrat.per_group_ci):
             rows.append(metric_value(DEVRAT, value, n=int(sizes[profession]), ci=ci,
                                      group={"profession": profession}))
+        return rows
+
+    def _metric_rows(self, frame: pd.DataFrame, opts: WinobiasOptions) -> list:
+        rows = self._devrat_rows(frame, opts)
         scores = frame["winoalign"].to_numpy()
         mean, ci = bootstrap_mean_ci(scores, n_boot=opts.n_bootstrap, rng=rng_for(opts.bootstrap_seed, "winoalign"))
         rows.append(metric_value(WINOALIGN, mean, n=len(scores), ci=ci))

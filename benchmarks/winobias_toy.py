@@ -19,7 +19,6 @@ import pandas as pd
 
 from benchmarks.winobias import AttributeSpec, Winobias, WinobiasOptions
 from respodiff.errors import ConfigError
-from respodiff.evaluation.fairness import devrat_by_group
 from respodiff.evaluation.images import EvaluationDataError, join_many_to_one, require_complete
 from respodiff.evaluation.registry import BenchmarkResult, Metric, metric_value, register_benchmark
 from respodiff.evaluation.stats import bootstrap_mean_ci, rng_for
@@ -101,13 +100,7 @@ class WinobiasToy(Winobias):
         return np.asarray([index_of[prompt_of[name]] for name in names], dtype=np.int64)
 
     def _toy_rows(self, frame: pd.DataFrame, opts: WinobiasOptions) -> list:
-        devrat = devrat_by_group(frame["attribute_index"].to_numpy(), frame["profession"].to_numpy(),
-                                 len(opts.attribute_prompts), n_boot=opts.n_bootstrap, seed=opts.bootstrap_seed)
-        sizes = frame.groupby("profession").size()
-        rows = [metric_value(DEVRAT, devrat.mean, n=len(frame), ci=devrat.mean_ci)]
-        for profession, value, ci in zip(devrat.groups, devrat.per_group, devrat.per_group_ci):
-            rows.append(metric_value(DEVRAT, value, n=int(sizes[profession]), ci=ci,
-                                     group={"profession": profession}))
+        rows = self._devrat_rows(frame, opts)
         for metric, column in ((KIND_RECOGNISED, "kind_recognised"), (AGREEMENT, "agreement")):
             rows += _mean_rows(metric, frame, column, opts)
         return rows

@@ -16,7 +16,6 @@ there.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from respodiff.errors import ConfigError, MissingAssetError, RespodiffError
+from respodiff.evaluation.q16_prompts import sha256_file
 
 MANIFEST = "manifest.json"
 SCHEMA = "respodiff.dataset/1"
@@ -77,14 +77,6 @@ def prepare_command(name: str, folder: str | os.PathLike | None = None) -> str:
     folder = folder if folder is not None else default_folder(name)
     return (f"python -m respodiff.datasets prepare {name} --from-hub --out {folder}   "
             f"(or --from-files PATH with a local copy)")
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _file_entry(path: Path) -> dict:

@@ -37,6 +37,17 @@ TINY_WORDS = (
 # Bump when the tiny builder changes, so cached folders from an older builder are not reused.
 TINY_VERSION = 2
 REPO_ROOT = Path(__file__).resolve().parent.parent
+# What the tiny SD and SDXL UNets share (diffusers' own dummy-component sizes, GroupNorm over 8 groups).
+TINY_UNET = dict(
+    block_out_channels=(32, 64),
+    layers_per_block=2,
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+    norm_num_groups=8,
+)
 
 
 @dataclass(frozen=True)
@@ -223,15 +234,8 @@ def build_tiny_model(folder: str | os.PathLike, arch: str = "sd") -> Path:
     if arch == "sd":
         torch.manual_seed(0)
         unet = UNet2DConditionModel(
-            block_out_channels=(32, 64),
-            layers_per_block=2,
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            **TINY_UNET,
             cross_attention_dim=32,
-            norm_num_groups=8,
         )
         pipe = StableDiffusionPipeline(
             vae=vae,
@@ -246,13 +250,7 @@ def build_tiny_model(folder: str | os.PathLike, arch: str = "sd") -> Path:
     else:
         torch.manual_seed(0)
         unet = UNet2DConditionModel(
-            block_out_channels=(32, 64),
-            layers_per_block=2,
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            **TINY_UNET,
             attention_head_dim=(2, 4),
             use_linear_projection=True,
             addition_embed_type="text_time",
@@ -260,7 +258,6 @@ def build_tiny_model(folder: str | os.PathLike, arch: str = "sd") -> Path:
             transformer_layers_per_block=(1, 2),
             projection_class_embeddings_input_dim=80,  # 6 * 8 time ids + 32 pooled text
             cross_attention_dim=64,
-            norm_num_groups=8,
         )
         torch.manual_seed(0)
         text_encoder_2 = CLIPTextModelWithProjection(CLIPTextConfig(**text_config, projection_dim=32))
