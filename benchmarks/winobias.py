@@ -146,18 +146,24 @@ class Winobias(Benchmark):
             raise ConfigError(f"n_concepts must be >= 1, got {n_concepts}")
         return self.options(settings).images_per_concept * n_concepts
 
-    def evaluate(self, images: pd.DataFrame, settings: dict, evaluators: Any) -> BenchmarkResult:
-        opts = self.options(settings)
+    def images_with_prompts(self, images: pd.DataFrame, settings: dict, opts: WinobiasOptions,
+                            columns: tuple[str, ...] = ()) -> pd.DataFrame:
+        """The finished images joined to their prompt rows by id, after checking none is missing or stale."""
         table = self.prompt_table(settings)
         per_prompt = opts.images_per_concept * opts.n_concepts if opts.n_concepts else None
         images = require_complete(images, table["prompt_id"], benchmark=self.name, per_prompt=per_prompt)
-        frame = join_many_to_one(images[["image_id", "prompt_id", "path", "prompt"]],
+        frame = join_many_to_one(images[["image_id", "prompt_id", "path", "prompt", *columns]],
                                  table.rename(columns={"prompt": "table_prompt"}), "prompt_id",
                                  f"{self.name} images vs prompts")
         stale = frame[frame["prompt"] != frame["table_prompt"]]
         if len(stale):
             raise EvaluationDataError(f"{len(stale)} images were generated from other prompts than {self.name} "
                                       f"defines now (e.g. {stale['prompt'].iloc[0]!r}); regenerate them")
+        return frame
+
+    def evaluate(self, images: pd.DataFrame, settings: dict, evaluators: Any) -> BenchmarkResult:
+        opts = self.options(settings)
+        frame = self.images_with_prompts(images, settings, opts)
         paths = frame["path"].tolist()
         labels = np.asarray(self.classify_attributes(paths, opts, evaluators))
         scores = np.asarray(self.alignment_scores(paths, frame["prompt"].tolist(), evaluators), dtype=np.float64)

@@ -19,7 +19,6 @@ import pandas as pd
 
 from benchmarks.winobias import AttributeSpec, Winobias, WinobiasOptions
 from respodiff.errors import ConfigError
-from respodiff.evaluation.images import EvaluationDataError, join_many_to_one, require_complete
 from respodiff.evaluation.registry import BenchmarkResult, Metric, metric_value, register_benchmark
 from respodiff.evaluation.stats import bootstrap_mean_ci, rng_for
 from respodiff.evaluation.toy import load_images, toy_identity
@@ -65,16 +64,7 @@ class WinobiasToy(Winobias):
 
     def evaluate(self, images: pd.DataFrame, settings: dict, evaluators: Any = None) -> BenchmarkResult:
         opts = self.options(settings)
-        table = self.prompt_table(settings)
-        per_prompt = opts.images_per_concept * opts.n_concepts if opts.n_concepts else None
-        images = require_complete(images, table["prompt_id"], benchmark=self.name, per_prompt=per_prompt)
-        frame = join_many_to_one(images[["image_id", "prompt_id", "path", "prompt", "concept"]],
-                                 table.rename(columns={"prompt": "table_prompt"}), "prompt_id",
-                                 f"{self.name} images vs prompts")
-        stale = frame[frame["prompt"] != frame["table_prompt"]]
-        if len(stale):
-            raise EvaluationDataError(f"{len(stale)} images were generated from other prompts than {self.name} "
-                                      f"defines now (e.g. {stale['prompt'].iloc[0]!r}); regenerate them")
+        frame = self.images_with_prompts(images, settings, opts, columns=("concept",))
         pixels = load_images(frame["path"].tolist())
         pred = classify(pixels)
         frame["attribute"] = pred[ATTRIBUTE_COLUMN[opts.attribute]].to_numpy()
