@@ -77,6 +77,8 @@ def _validate_concepts(concepts: DictConfig) -> None:
         for key in ("lr_ram", "lr_sam"):
             if item.get(key) is None or float(item[key]) <= 0:
                 raise ConfigError(f"concepts.items.{name}.{key} must be a positive learning rate")
+        if item.get("guidance_target") is not None and float(item.guidance_target) <= 0:
+            raise ConfigError(f"concepts.items.{name}.guidance_target must be positive (or absent)")
     if float(concepts.guidance_target) <= 0:
         raise ConfigError("concepts.guidance_target must be positive")
 

@@ -299,6 +299,7 @@ def concept_specs(cfg: DictConfig) -> list:
                 negative_prompt=item.get("negative_prompt"),
                 lr_ram=float(item.lr_ram),
                 lr_sam=float(item.lr_sam),
+                guidance_target=None if item.get("guidance_target") is None else float(item.guidance_target),
             )
         )
     return specs

@@ -82,6 +82,9 @@ class ConceptSpec:
     negative_prompt: str | None = None
     lr_ram: float = 1e-2
     lr_sam: float = 1e-3
+    # Overrides TrainSettings.guidance_target for this concept alone: a target close to the neutral prompt can need a
+    # different strength than its siblings (the toy world's "man", conf/concepts/toy_gender.yaml).
+    guidance_target: float | None = None
 
 
 @dataclass
@@ -290,11 +293,12 @@ class _ConceptRun:
                 p.uncond, p.neutral, s.guidance_reverse,
             )  # fmt: skip
             t = score_timesteps(self.scheduler, step_index, s.timestep)
+            guidance = s.target_guidance if self.concept.guidance_target is None else self.concept.guidance_target
             if s.kind == "fairness":
                 neutral = p.neutral if self.sem_module is not None else None
-                targets = fairness_target(self.pipe, latents, t, p.uncond, p.target, s.target_guidance, neutral)
+                targets = fairness_target(self.pipe, latents, t, p.uncond, p.target, guidance, neutral)
             else:
-                targets = safety_target(self.pipe, latents, t, p.negative, p.neutral, s.target_guidance)
+                targets = safety_target(self.pipe, latents, t, p.negative, p.neutral, guidance)
             loss_resp = resp_loss(self.pipe, self.editor, self.resp_module, latents, t, p.neutral, targets.resp)
         self._optimise("resp", loss_resp)
         losses = [loss_resp.detach(), torch.zeros((), device=self.device)]
@@ -425,6 +429,10 @@ def _validate_concepts(concepts: Sequence[ConceptSpec], settings: TrainSettings)
         prompt = getattr(concept, prompt_field)
         if not isinstance(prompt, str) or not prompt.strip():
             raise ConfigError(f"{settings.kind} concept {concept.name!r} needs a {prompt_field}, got {prompt!r}")
+        if concept.guidance_target is not None and (
+            not _is_finite_number(concept.guidance_target) or concept.guidance_target <= 0
+        ):
+            raise ConfigError(f"concept {concept.name!r}: guidance_target must be a positive number or null")
         learning_rates = {"lr_ram": concept.lr_ram} | ({"lr_sam": concept.lr_sam} if settings.trains_sem else {})
         for key, value in learning_rates.items():
             if not _is_finite_number(value) or value <= 0:
@@ -432,11 +440,15 @@ def _validate_concepts(concepts: Sequence[ConceptSpec], settings: TrainSettings)
 
 
 def _autocast_dtype(precision: str, device: torch.device, unet_dtype: torch.dtype) -> torch.dtype | None:
-    """None = no autocast. CPU trains in fp32; CUDA autocasts the UNet to half precision, modules stay fp32."""
+    """None = no autocast. CPU trains in fp32 unless bf16 is asked for; CUDA autocasts the UNet to half precision by
+    default. Modules and optimiser state stay fp32 either way."""
     if device.type != "cuda":
         if precision in ("auto", "fp32"):
             return None
-        raise ConfigError(f"train.precision={precision} needs a CUDA device; on {device.type} use fp32 or auto")
+        if precision == "bf16" and device.type == "cpu":
+            # Pays only on CPUs with bf16 instructions (AVX512-BF16, AMX); results/speed records where it was measured.
+            return torch.bfloat16
+        raise ConfigError(f"train.precision={precision} needs a CUDA device; on {device.type} use fp32, auto or bf16")
     if precision == "fp32":
         return None
     if precision == "auto":

@@ -69,6 +69,12 @@ def test_ram_only_with_nonzero_lambda_is_refused():
         validate(compose_config("method=ram_only", "method.lambda_sem=0.5"))
 
 
+def test_a_concepts_own_target_guidance_must_be_positive():
+    with pytest.raises(ConfigError, match="items.woman.guidance_target"):
+        validate(compose_config("+concepts.items.woman.guidance_target=0"))
+    assert validate(compose_config("+concepts.items.woman.guidance_target=6")) is None
+
+
 def test_unknown_stage_and_sampling_are_refused():
     with pytest.raises(ConfigError, match="stage"):
         validate(compose_config("stage=deploy"))

@@ -18,10 +18,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # Planted P(woman): doctor 0.10, nurse 0.95, pilot 0.05, guard 0.03; the base model exaggerates them (DevRat ~1).
 KINDS = "[doctor,nurse,pilot,guard]"
-# guidance_target 8 (the experiment's 15 debiases harder but loses a third of the kinds, results/toy/README.md):
-# at 8 the trade-off keeps most kinds recognisable while still removing most of the bias.
-QUICK = ("train.iterations=100", "concepts.guidance_target=8", "eval.benchmarks=[winobias_toy]",
-         f"+eval.winobias_toy.professions={KINDS}", "eval.winobias_toy.images_per_concept=2", "eval.bootstrap=0")
+# The experiment's own target guidance and learning rates (conf/concepts/toy_gender.yaml), a shorter budget.
+QUICK = ("train.iterations=100", "eval.benchmarks=[winobias_toy]", f"+eval.winobias_toy.professions={KINDS}",
+         "eval.winobias_toy.images_per_concept=2", "eval.bootstrap=0")
 
 def run_toy(tmp_path: Path, method: str) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
@@ -43,9 +42,8 @@ def test_modules_trained_on_neutral_prompt_debias_kind_prompts(tmp_path):
     assert base["devrat"] >= 0.7, base  # the planted bias is there to remove
     # 20 images per kind: a balanced generator scores ~0.18 by chance, so "debiased" means well below the base.
     assert method["devrat"] <= base["devrat"] - 0.4, (base, method)
-    # Semantics: most images still show the prompted kind. Not the 90% the toy acceptance asks for: no tuned setting
-    # reaches both targets at once on the toy world (results/LOG.md), so this guards against collapse only.
-    assert method["kind_recognised"] >= 0.7 * base["kind_recognised"], (base, method)
+    # Semantics: the prompted kind stays recognisable in at least 90% as many images as with the base model.
+    assert method["kind_recognised"] >= 0.9 * base["kind_recognised"], (base, method)
 
 
 def test_winobias_toy_scores_renders_exactly(tmp_path):

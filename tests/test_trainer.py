@@ -334,6 +334,7 @@ def test_bad_settings_are_config_errors(changes):
         ([replace(WOMAN, lr_ram=-1.0)], {}),
         ([], {}),
         ([WOMAN], dict(precision="fp16")),  # half precision on CPU
+        ([replace(WOMAN, guidance_target=0.0)], {}),
     ],
 )
 def test_bad_input_fails_before_any_unet_call(tiny_pipe, tmp_path, concepts, changes):
@@ -358,14 +359,24 @@ def test_precision_choice():
     assert _autocast_dtype("auto", cuda, torch.float16) == torch.float16  # follow fp16 weights
     assert _autocast_dtype("bf16", cuda, torch.float32) == torch.bfloat16
     assert _autocast_dtype("fp16", cuda, torch.float32) == torch.float16
+    assert _autocast_dtype("bf16", cpu, torch.float32) == torch.bfloat16  # CPUs with bf16 instructions
     with pytest.raises(ConfigError):
-        _autocast_dtype("bf16", cpu, torch.float32)
+        _autocast_dtype("fp16", cpu, torch.float32)
 
 
 def test_target_guidance_defaults_follow_the_kind():
     assert TrainSettings().target_guidance == 4.0
     assert TrainSettings(kind="safety").target_guidance == 12.0
     assert TrainSettings(kind="safety", guidance_target=7.0).target_guidance == 7.0
+
+
+def test_a_concepts_own_target_guidance_replaces_the_settings_one(tiny_pipe, tmp_path):
+    one_step = replace(QUICK, iterations=1)
+    own = train(tiny_pipe, tmp_path / "own", one_step, concepts=[replace(WOMAN, guidance_target=9.0)])
+    shared = train(tiny_pipe, tmp_path / "shared", replace(one_step, guidance_target=9.0))
+    default = train(tiny_pipe, tmp_path / "default", one_step)
+    assert_bit_identical(own, shared)
+    assert not torch.equal(state(own)["woman/ram/delta"], state(default)["woman/ram/delta"])
 
 
 def test_h_shape_that_does_not_fit_the_unet_is_a_config_error(tiny_pipe, tmp_path):

@@ -26,6 +26,7 @@ def parse(argv: list[str]) -> BenchConfig:
     parser.add_argument("--train-batch-sizes", type=_ints, help="comma-separated, e.g. 1,8")
     parser.add_argument("--train-iterations", type=_ints, help="iterations of one timed run, one per batch size")
     parser.add_argument("--max-step-index", type=int, help="k is drawn from 0..this (protocol: 48)")
+    parser.add_argument("--train-precision", help="our trainer's train.precision: auto | fp32 | bf16 | fp16 (naive: fp32)")
     parser.add_argument("--images", type=int, help="images of one timed engine run")
     parser.add_argument("--naive-images", type=int, help="images of one timed naive generation run")
     parser.add_argument("--gen-batch-size", type=int, help="the engine's batch size")

@@ -52,6 +52,7 @@ class BenchConfig:
     train_batch_sizes: tuple[int, ...] = (1, 8)
     train_iterations: tuple[int, ...] = (8, 2)  # per batch size: the iterations of one timed run
     max_step_index: int = 48
+    train_precision: str = "auto"  # our trainer's train.precision; the naive loop is fp32 by definition
     images: int = 8  # images of one timed engine run
     naive_images: int = 8  # images of one timed naive run (fewer where reloading the model is slow)
     gen_batch_size: int = 8
@@ -70,7 +71,9 @@ class BenchConfig:
 # Defaults per model; the command line overrides any of them. sd14_arch keeps one run of `make bench-gpu` to a
 # few minutes of an H100 (most of it the naive loops).
 PRESETS: dict[str, dict[str, Any]] = {
-    "tiny": {},
+    # Batch 32: on CPU the trainer's gain is batching (the naive loop wastes only ~6% of the FLOPs), so it grows
+    # with the batch; benchmarks/speed/README.md.
+    "tiny": dict(train_batch_sizes=(1, 8, 32), train_iterations=(8, 2, 1)),
     "sd14_arch": dict(repeats=3, train_iterations=(10, 2), images=32, naive_images=4, gen_batch_size=16),
 }
 
@@ -159,7 +162,7 @@ def _cases(config: BenchConfig, models: Models) -> tuple[list[Case], dict[str, A
     cases: list[Case] = []
     context: dict[str, Any] = {"train_settings": {}}
     for batch_size, iterations in zip(config.train_batch_sizes, config.train_iterations):
-        s = training.settings(batch_size, iterations, config.max_step_index)
+        s = training.settings(batch_size, iterations, config.max_step_index, config.train_precision)
         group = f"train_b{batch_size}"
         context["train_settings"][group] = s
         cases.append(Case(group, "naive", "iteration", iterations, training.naive(models, s), models.naive))

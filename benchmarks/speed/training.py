@@ -24,9 +24,11 @@ CONCEPT = ConceptSpec("woman", "a person", target_prompt="a woman", lr_ram=1e-2,
 State = dict[str, torch.Tensor]
 
 
-def settings(batch_size: int, iterations: int, max_step_index: int) -> TrainSettings:
+def settings(batch_size: int, iterations: int, max_step_index: int, precision: str = "auto") -> TrainSettings:
     """The paper's fairness defaults (RAM + SAM, lambda 0.5, reference timestep, constant modules)."""
-    return TrainSettings(iterations=iterations, batch_size=batch_size, max_step_index=max_step_index)
+    return TrainSettings(
+        iterations=iterations, batch_size=batch_size, max_step_index=max_step_index, precision=precision
+    )
 
 
 def step_indices(s: TrainSettings) -> list[int]:
