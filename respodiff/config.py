@@ -94,6 +94,8 @@ def _validate_method(method: DictConfig, concepts: DictConfig) -> None:
     lam = float(method.lambda_sem)
     if lam < 0:
         raise ConfigError(f"method.lambda_sem must be >= 0 (it weights L_sem), got {lam}")
+    if method.get("lambda_mode", "loss") not in ("loss", "lr"):
+        raise ConfigError(f"method.lambda_mode {method.lambda_mode!r} is not one of loss, lr")
     if method.parts == "ram_only" and lam != 0:
         raise ConfigError(f"method.parts=ram_only trains no SAM, so method.lambda_sem must be 0 (got {lam})")
     if method.reverse_parts not in ("all", "ram"):

@@ -326,6 +326,7 @@ def train_settings(cfg: DictConfig):
         init_scale=float(method.init_scale),
         hidden_channels=int(method.hidden_channels),
         lambda_sem=float(method.lambda_sem),
+        lambda_mode=method.get("lambda_mode", "loss"),
         iterations=budget("iterations"),
         batch_size=budget("batch_size"),
         guidance_reverse=float(train.guidance_reverse),

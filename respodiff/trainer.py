@@ -62,6 +62,11 @@ KINDS = ("fairness", "safety")
 PART_MODES = ("ram_sam", "ram_only", "shared")
 REVERSE_PARTS = ("all", "ram")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# How lambda acts. "loss" (PROTOCOL.md): L_sem is scaled by lambda; SAM's own Adam normalises that scale away, so
+# lambda > 0 only switches SAM on (results/LOG.md). "lr": lambda also scales SAM's learning rate, relative to
+# LAMBDA_REFERENCE, so that a lambda sweep moves the trade-off; at the reference both modes train identically.
+LAMBDA_MODES = ("loss", "lr")
+LAMBDA_REFERENCE = 0.5  # the paper's default lambda
 CHECKPOINT_FILE = "state.pt"
 CHECKPOINT_FORMAT = "respodiff.train_state/1"
 LOSSES_FILE = "losses.csv"
@@ -102,6 +107,7 @@ class TrainSettings:
     init_scale: float = DEFAULT_INIT_SCALE
     hidden_channels: int = 256  # mlp parametrization only
     lambda_sem: float = 0.5
+    lambda_mode: str = "loss"
     iterations: int = 5000
     batch_size: int = 1
     guidance_reverse: float = 3.0
@@ -126,6 +132,7 @@ class TrainSettings:
             timestep=TIMESTEP_MODES,
             reverse_parts=REVERSE_PARTS,
             precision=PRECISIONS,
+            lambda_mode=LAMBDA_MODES,
         )
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -154,6 +161,11 @@ class TrainSettings:
         if self.guidance_target is not None:
             return float(self.guidance_target)
         return FAIRNESS_GUIDANCE if self.kind == "fairness" else SAFETY_GUIDANCE
+
+    def sam_lr(self, concept: ConceptSpec) -> float:
+        if self.lambda_mode == "lr":
+            return concept.lr_sam * self.lambda_sem / LAMBDA_REFERENCE
+        return concept.lr_sam
 
     @property
     def trains_sem(self) -> bool:
@@ -268,7 +280,7 @@ class _ConceptRun:
         adam = dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
         self.optimizers = {"resp": torch.optim.Adam(self.resp_module.parameters(), lr=concept.lr_ram, **adam)}
         if self.sem_module is not None:
-            self.optimizers["sem"] = torch.optim.Adam(self.sem_module.parameters(), lr=concept.lr_sam, **adam)
+            self.optimizers["sem"] = torch.optim.Adam(self.sem_module.parameters(), lr=settings.sam_lr(concept), **adam)
         # fp16 gradients underflow without loss scaling; bf16 and fp32 need none.
         self.scaler = torch.amp.GradScaler(self.device.type) if amp_dtype == torch.float16 else None
         self.iteration = 0

@@ -75,6 +75,11 @@ def test_a_concepts_own_target_guidance_must_be_positive():
     assert validate(compose_config("+concepts.items.woman.guidance_target=6")) is None
 
 
+def test_unknown_lambda_mode_is_refused():
+    with pytest.raises(ConfigError, match="lambda_mode"):
+        validate(compose_config("method.lambda_mode=adam"))
+
+
 def test_unknown_stage_and_sampling_are_refused():
     with pytest.raises(ConfigError, match="stage"):
         validate(compose_config("stage=deploy"))

@@ -172,7 +172,7 @@ def test_shipped_specs_load_with_paper_numbers():
     specs = {s.name: s for s in load_specs(REPO / "reproductions")}
     for name in ["gender_sd14", "race_sd14", "safety_sd14", "safety_i2p_categories_sd14", "ablation_gender_sd14",
                  "lambda_sweep_gender_sd14", "sdxl_transfer", "codsma_professions_sd14", "gender_toy", "race_toy",
-                 "safety_toy", "lambda_sweep_toy"]:
+                 "safety_toy", "lambda_sweep_toy", "lambda_sweep_lr_toy"]:
         assert name in specs, name
     paper = {r.label: r.paper for r in specs["gender_sd14"].rows}
     assert paper["RespoDiff"] == {"devrat": 0.14, "winoalign": 27.30, "fid": 14.91, "clip": 30.67}

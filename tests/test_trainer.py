@@ -379,6 +379,20 @@ def test_a_concepts_own_target_guidance_replaces_the_settings_one(tiny_pipe, tmp
     assert not torch.equal(state(own)["woman/ram/delta"], state(default)["woman/ram/delta"])
 
 
+def test_lambda_mode_lr_moves_lambda_into_sams_learning_rate(tiny_pipe, tmp_path):
+    two_steps = replace(QUICK, iterations=2)
+    # At the reference lambda both modes train identically ...
+    assert_bit_identical(
+        train(tiny_pipe, tmp_path / "loss", replace(two_steps, lambda_sem=0.5)),
+        train(tiny_pipe, tmp_path / "lr", replace(two_steps, lambda_sem=0.5, lambda_mode="lr")),
+    )
+    # ... elsewhere lr mode is loss mode with SAM's learning rate scaled by lambda / 0.5.
+    assert_bit_identical(
+        train(tiny_pipe, tmp_path / "lr1", replace(two_steps, lambda_sem=1.0, lambda_mode="lr")),
+        train(tiny_pipe, tmp_path / "lr2x", replace(two_steps, lambda_sem=1.0), concepts=[replace(WOMAN, lr_sam=0.01)]),
+    )
+
+
 def test_h_shape_that_does_not_fit_the_unet_is_a_config_error(tiny_pipe, tmp_path):
     with pytest.raises(ConfigError, match="h_shape"):
         train_transformations(tiny_pipe, [WOMAN], QUICK, tmp_path, "tiny", (1280, 8, 8))
