@@ -204,13 +204,17 @@ class Winobias(Benchmark):
         return rows
 
     def _metric_rows(self, frame: pd.DataFrame, opts: WinobiasOptions) -> list:
-        rows = self._devrat_rows(frame, opts)
-        scores = frame["winoalign"].to_numpy()
-        mean, ci = bootstrap_mean_ci(scores, n_boot=opts.n_bootstrap, rng=rng_for(opts.bootstrap_seed, "winoalign"))
-        rows.append(metric_value(WINOALIGN, mean, n=len(scores), ci=ci))
-        for profession, group in frame.groupby("profession", sort=True):
-            values = group["winoalign"].to_numpy()
-            mean, ci = bootstrap_mean_ci(values, n_boot=opts.n_bootstrap,
-                                         rng=rng_for(opts.bootstrap_seed, "winoalign", profession))
-            rows.append(metric_value(WINOALIGN, mean, n=len(values), ci=ci, group={"profession": profession}))
-        return rows
+        return self._devrat_rows(frame, opts) + mean_rows_by_profession(WINOALIGN, frame, "winoalign", opts)
+
+
+def mean_rows_by_profession(metric: Metric, frame: pd.DataFrame, column: str, opts: WinobiasOptions) -> list:
+    """The mean of a per-image column overall and per profession, with bootstrap intervals."""
+    values = frame[column].to_numpy(dtype=np.float64)
+    mean, ci = bootstrap_mean_ci(values, n_boot=opts.n_bootstrap, rng=rng_for(opts.bootstrap_seed, metric.name))
+    rows = [metric_value(metric, mean, n=len(values), ci=ci)]
+    for profession, group in frame.groupby("profession", sort=True):
+        values = group[column].to_numpy(dtype=np.float64)
+        mean, ci = bootstrap_mean_ci(values, n_boot=opts.n_bootstrap,
+                                     rng=rng_for(opts.bootstrap_seed, metric.name, profession))
+        rows.append(metric_value(metric, mean, n=len(values), ci=ci, group={"profession": profession}))
+    return rows

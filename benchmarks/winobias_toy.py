@@ -17,10 +17,9 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from benchmarks.winobias import AttributeSpec, Winobias, WinobiasOptions
+from benchmarks.winobias import AttributeSpec, Winobias, WinobiasOptions, mean_rows_by_profession
 from respodiff.errors import ConfigError
-from respodiff.evaluation.registry import BenchmarkResult, Metric, metric_value, register_benchmark
-from respodiff.evaluation.stats import bootstrap_mean_ci, rng_for
+from respodiff.evaluation.registry import BenchmarkResult, Metric, register_benchmark
 from respodiff.evaluation.toy import load_images, toy_identity
 from respodiff.toyworld import GENDERS, KINDS, RACES, WINOBIAS_TEMPLATES
 from respodiff.toyworld.classifiers import agreement_score, classify
@@ -92,18 +91,5 @@ class WinobiasToy(Winobias):
     def _toy_rows(self, frame: pd.DataFrame, opts: WinobiasOptions) -> list:
         rows = self._devrat_rows(frame, opts)
         for metric, column in ((KIND_RECOGNISED, "kind_recognised"), (AGREEMENT, "agreement")):
-            rows += _mean_rows(metric, frame, column, opts)
+            rows += mean_rows_by_profession(metric, frame, column, opts)
         return rows
-
-
-def _mean_rows(metric: Metric, frame: pd.DataFrame, column: str, opts: WinobiasOptions) -> list:
-    """The mean of a per-image column overall and per profession, with bootstrap intervals."""
-    values = frame[column].to_numpy(dtype=np.float64)
-    mean, ci = bootstrap_mean_ci(values, n_boot=opts.n_bootstrap, rng=rng_for(opts.bootstrap_seed, metric.name))
-    rows = [metric_value(metric, mean, n=len(values), ci=ci)]
-    for profession, group in frame.groupby("profession", sort=True):
-        values = group[column].to_numpy(dtype=np.float64)
-        mean, ci = bootstrap_mean_ci(values, n_boot=opts.n_bootstrap,
-                                     rng=rng_for(opts.bootstrap_seed, metric.name, profession))
-        rows.append(metric_value(metric, mean, n=len(values), ci=ci, group={"profession": profession}))
-    return rows

@@ -15,6 +15,7 @@ process), and evaluate and report run on the main process only.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -241,9 +242,8 @@ def _modules_up_to_date(context: RunContext) -> bool:
     Compares the trainer's record of its run (settings, concepts, base model) without the h-space shape, which
     only the model knows. A difference, or a record this code cannot read, leaves the decision to the trainer.
     """
-    from dataclasses import asdict
-
     from .modules import METADATA_FILE
+    from .trainer import training_record
 
     path = context.modules_dir / METADATA_FILE
     if not path.is_file():
@@ -253,13 +253,7 @@ def _modules_up_to_date(context: RunContext) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     saved.pop("h_shape", None)
-    settings = asdict(train_settings(context.cfg))
-    wanted = {
-        "settings": {k: v for k, v in settings.items() if k not in ("checkpoint_every", "log_every")},
-        "concepts": [asdict(concept) for concept in concept_specs(context.cfg)],
-        "base_model": context.spec.identity,
-    }
-    return saved == json.loads(json.dumps(wanted, sort_keys=True))
+    return saved == training_record(concept_specs(context.cfg), train_settings(context.cfg), context.spec.identity)
 
 
 def _train_sdisc(context: RunContext) -> None:
@@ -346,7 +340,8 @@ def stage_generate(context: RunContext) -> None:
     from .generation import SamplerSettings, build_manifest, generate
 
     cfg = context.cfg
-    transformations = _Lazy(lambda: _load_transformations(context))
+    # Loaded on first use: modules are read only when some benchmark has images to render.
+    transformations = functools.cache(lambda: _load_transformations(context))
     sampler = SamplerSettings(
         steps=int(cfg.eval.sampler.steps),
         guidance_scale=float(cfg.eval.sampler.guidance_scale),
@@ -378,7 +373,7 @@ def stage_generate(context: RunContext) -> None:
             context.pipeline(),
             manifest,
             store,
-            transformations.get(),
+            transformations(),
             sampler,
             parts=list(cfg.method.get("inference_parts") or []) or None,
             batch_invariant=batch_invariant(cfg.eval),
@@ -386,18 +381,6 @@ def stage_generate(context: RunContext) -> None:
         )
         if context.is_main:
             _record_generation(store, fingerprint)
-
-
-class _Lazy:
-    """A value computed on first use: modules are loaded only when some benchmark has images to render."""
-
-    def __init__(self, make):
-        self._make, self._done, self._value = make, False, None
-
-    def get(self):
-        if not self._done:
-            self._value, self._done = self._make(), True
-        return self._value
 
 
 def _generation_record(store: Path) -> Path:
@@ -458,11 +441,12 @@ def _generation_done(store: Path, manifest, fingerprint: str) -> bool:
 
 
 def _record_generation(store: Path, fingerprint: str) -> None:
+    from .atomic import write_json_atomically
     from .generation.store import STORE_FILE
 
     store_record = json.loads((store / STORE_FILE).read_text())
     record = {"fingerprint": fingerprint, "store": store_record.get("config_hash")}
-    _generation_record(store).write_text(json.dumps(record, indent=2))
+    write_json_atomically(_generation_record(store), record)
 
 
 def concept_plan(cfg: DictConfig):

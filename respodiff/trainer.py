@@ -162,6 +162,10 @@ class TrainSettings:
             return float(self.guidance_target)
         return FAIRNESS_GUIDANCE if self.kind == "fairness" else SAFETY_GUIDANCE
 
+    def concept_guidance(self, concept: ConceptSpec) -> float:
+        """g_tar for one concept: its own, else the settings'."""
+        return self.target_guidance if concept.guidance_target is None else float(concept.guidance_target)
+
     def sam_lr(self, concept: ConceptSpec) -> float:
         if self.lambda_mode == "lr":
             return concept.lr_sam * self.lambda_sem / LAMBDA_REFERENCE
@@ -305,7 +309,7 @@ class _ConceptRun:
                 p.uncond, p.neutral, s.guidance_reverse,
             )  # fmt: skip
             t = score_timesteps(self.scheduler, step_index, s.timestep)
-            guidance = s.target_guidance if self.concept.guidance_target is None else self.concept.guidance_target
+            guidance = s.concept_guidance(self.concept)
             if s.kind == "fairness":
                 neutral = p.neutral if self.sem_module is not None else None
                 targets = fairness_target(self.pipe, latents, t, p.uncond, p.target, guidance, neutral)
@@ -500,15 +504,22 @@ def _fingerprint(concept: ConceptSpec, settings: TrainSettings, base_model: str,
     return json.dumps(payload, sort_keys=True)
 
 
-def _metadata(concepts, settings: TrainSettings, base_model: str, h_shape) -> dict[str, Any]:
-    import diffusers
-
-    run = dict(
+def training_record(concepts, settings: TrainSettings, base_model: str, h_shape=None) -> dict[str, Any]:
+    """How a set was trained, as saved under "run" in its metadata (JSON-normalised, so it compares with a loaded
+    copy). Without h_shape: the part a caller can know before loading the model."""
+    run: dict[str, Any] = dict(
         settings={k: v for k, v in asdict(settings).items() if k not in ("checkpoint_every", "log_every")},
         concepts=[asdict(c) for c in concepts],
         base_model=base_model,
-        h_shape=list(h_shape),
     )
+    if h_shape is not None:
+        run["h_shape"] = list(h_shape)
+    return json.loads(json.dumps(run, sort_keys=True))
+
+
+def _metadata(concepts, settings: TrainSettings, base_model: str, h_shape) -> dict[str, Any]:
+    import diffusers
+
     return {
         "base_model": base_model,
         "h_shape": list(h_shape),
@@ -524,7 +535,7 @@ def _metadata(concepts, settings: TrainSettings, base_model: str, h_shape) -> di
         },
         "learning_rates": {c.name: {"ram": c.lr_ram, "sam": c.lr_sam} for c in concepts},
         "settings": asdict(settings),
-        "run": json.loads(json.dumps(run, sort_keys=True)),
+        "run": training_record(concepts, settings, base_model, h_shape),
         "git_hash": git_hash(),
         "versions": {"torch": torch.__version__, "diffusers": diffusers.__version__},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -15,7 +15,6 @@ Formats (both appear among the published ESD checkpoints):
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointMismatchError, ConfigError, MissingAssetError
+from ..evaluation.q16_prompts import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,7 @@ def load_esd_weights(unet, method: Mapping[str, Any]) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return sha256_file(path)  # size and mtime only key the cache: a rewritten file is hashed again
 
 
 def weights_digest(path: str | Path) -> str:

@@ -309,7 +309,8 @@ def learn_vector(
     latents = latents.to(device)
     editor = HSpaceEditor(pipe.unet)
     previous = editor.hook.edit
-    window, count = 0.0, 0
+    # Summed on the device and read at log time only: a float() per iteration would sync a GPU every step.
+    window, count = torch.zeros((), device=device), 0
     losses_path = out_dir / LOSSES_FILE
     try:
         for iteration in range(settings.iterations):
@@ -333,9 +334,9 @@ def learn_vector(
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-            window, count = window + float(loss.detach()), count + 1
+            window, count = window + loss.detach().float(), count + 1
             if (iteration + 1) % settings.log_every == 0 or iteration + 1 == settings.iterations:
-                value, window, count = window / count, 0.0, 0
+                value, window, count = float(window) / count, torch.zeros((), device=device), 0
                 if not math.isfinite(value):
                     raise RespodiffError(f"SDisc training of {concept.name!r} diverged at iteration {iteration + 1}; "
                                          "lower method.lr or use train.precision=fp32")

@@ -8,7 +8,6 @@ loads a store's images for them and names them in every result (the evaluator id
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from functools import lru_cache
@@ -16,6 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from respodiff.evaluation.images import open_rgb
+from respodiff.evaluation.q16_prompts import sha256_file
 
 # Shown wherever an FID-toy number is, so nobody reads it as an Inception FID.
 FID_TOY_NOTE = "FID-toy: features from a CNN trained by the project on toy renders"
@@ -33,7 +33,7 @@ def _fid_weights_hash() -> str:
     from respodiff.toyworld.fid_features import DEFAULT_DIR
 
     path = DEFAULT_DIR / "model.safetensors"
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else "missing"
+    return sha256_file(path)[:16] if path.is_file() else "missing"
 
 
 def toy_identity(*, fid: bool = False) -> dict:
