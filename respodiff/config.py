@@ -20,7 +20,6 @@ STAGE_ORDER = ("train", "generate", "evaluate", "report")
 METHOD_KINDS = ("hspace", "base", "negative_prompt", "sld", "esd", "sdisc")
 CONCEPT_KINDS = ("fairness", "safety")
 SAMPLING_MODES = ("balanced", "uniform")
-PART_LAYOUTS = ("ram_sam", "ram_only", "shared")
 
 
 def register_resolvers() -> None:
@@ -60,7 +59,7 @@ def validate(cfg: DictConfig) -> None:
     model_spec(cfg)
     evaluator_scale(cfg)
     _validate_concepts(cfg.concepts)
-    _validate_method(cfg.method, cfg.concepts)
+    _validate_method(cfg)
     _validate_baseline(cfg)
     _validate_eval(cfg.eval, cfg.concepts)
 
@@ -74,32 +73,25 @@ def _validate_concepts(concepts: DictConfig) -> None:
     for name, item in concepts["items"].items():
         if not item.get(needed):
             raise ConfigError(f"concept {name!r} of {concepts.name!r} needs {needed} ({concepts.kind} concept)")
-        for key in ("lr_ram", "lr_sam"):
-            if item.get(key) is None or float(item[key]) <= 0:
-                raise ConfigError(f"concepts.items.{name}.{key} must be a positive learning rate")
-        if item.get("guidance_target") is not None and float(item.guidance_target) <= 0:
-            raise ConfigError(f"concepts.items.{name}.guidance_target must be positive (or absent)")
-    if float(concepts.guidance_target) <= 0:
-        raise ConfigError("concepts.guidance_target must be positive")
 
 
-def _validate_method(method: DictConfig, concepts: DictConfig) -> None:
+def _validate_method(cfg: DictConfig) -> None:
+    method = cfg.method
     kind = method.get("kind")
     if kind not in METHOD_KINDS:
         raise ConfigError(f"method.kind {kind!r} is not one of {METHOD_KINDS}")
     if kind != "hspace":
         return
-    if method.parts not in PART_LAYOUTS:
-        raise ConfigError(f"method.parts {method.parts!r} is not one of {PART_LAYOUTS}")
-    lam = float(method.lambda_sem)
-    if lam < 0:
-        raise ConfigError(f"method.lambda_sem must be >= 0 (it weights L_sem), got {lam}")
-    if method.get("lambda_mode", "loss") not in ("loss", "lr"):
-        raise ConfigError(f"method.lambda_mode {method.lambda_mode!r} is not one of loss, lr")
-    if method.parts == "ram_only" and lam != 0:
-        raise ConfigError(f"method.parts=ram_only trains no SAM, so method.lambda_sem must be 0 (got {lam})")
-    if method.reverse_parts not in ("all", "ram"):
-        raise ConfigError(f"method.reverse_parts {method.reverse_parts!r} is not one of all, ram")
+    from .trainer import validate_concepts
+
+    # The trainer's own dataclasses check every training choice; building them here makes those checks speak
+    # before any model loads.
+    settings = train_settings(cfg)
+    validate_concepts(concept_specs(cfg), settings)
+    if settings.parts == "ram_only" and settings.lambda_sem != 0:
+        raise ConfigError(
+            f"method.parts=ram_only trains no SAM, so method.lambda_sem must be 0 (got {settings.lambda_sem})"
+        )
 
 
 def _validate_baseline(cfg: DictConfig) -> None:
@@ -127,6 +119,75 @@ def _validate_eval(eval_cfg: DictConfig, concepts: DictConfig) -> None:
         for key, weight in eval_cfg.compose.items():
             if float(weight) < 0:
                 raise ConfigError(f"eval.compose.{key} must be >= 0")
+
+
+def concept_specs(cfg: DictConfig) -> list:
+    """The concept set as the trainer's ConceptSpecs (ConfigError naming the key for a value that is no number)."""
+    from .trainer import ConceptSpec
+
+    concepts = cfg.concepts
+    specs = []
+    for name, item in concepts["items"].items():
+        where = f"concepts.items.{name}"
+        specs.append(
+            ConceptSpec(
+                name=name,
+                neutral_prompt=item.get("neutral_prompt") or concepts.neutral_prompt,
+                target_prompt=item.get("target_prompt"),
+                negative_prompt=item.get("negative_prompt"),
+                lr_ram=_number(item, "lr_ram", where, float),
+                lr_sam=_number(item, "lr_sam", where, float),
+                guidance_target=None
+                if item.get("guidance_target") is None
+                else _number(item, "guidance_target", where, float),
+            )
+        )
+    return specs
+
+
+def train_settings(cfg: DictConfig):
+    """method.*, train.* and the concept set's budgets as the trainer's TrainSettings, which checks them."""
+    from .trainer import TrainSettings
+
+    method, train, concepts = cfg.method, cfg.train, cfg.concepts
+
+    def budget(key: str) -> int:
+        # train.<key> beats method.<key> beats the concept set's default (PROTOCOL.md's per-task budgets).
+        for section, source in (("train", train), ("method", method), ("concepts", concepts)):
+            if source.get(key) is not None:
+                return _number(source, key, section, int)
+        raise ConfigError(f"no {key} configured for training")
+
+    return TrainSettings(
+        kind=concepts.kind,
+        guidance_target=_number(concepts, "guidance_target", "concepts", float),
+        parts=method.parts,
+        parametrization=method.parametrization,
+        init=method.init,
+        init_scale=_number(method, "init_scale", "method", float),
+        hidden_channels=_number(method, "hidden_channels", "method", int),
+        lambda_sem=_number(method, "lambda_sem", "method", float),
+        lambda_mode=method.get("lambda_mode", "loss"),
+        iterations=budget("iterations"),
+        batch_size=budget("batch_size"),
+        guidance_reverse=_number(train, "guidance_reverse", "train", float),
+        max_step_index=_number(train, "max_step_index", "train", int),
+        num_inference_steps=_number(train, "num_inference_steps", "train", int),
+        timestep=train.timestep,
+        reverse_parts=method.reverse_parts,
+        precision=train.precision,
+        checkpoint_every=_number(train, "checkpoint_every", "train", int),
+        log_every=_number(train, "log_every", "train", int),
+        seed=_number(train, "seed", "train", int),
+    )
+
+
+def _number(node: DictConfig, key: str, where: str, kind: type):
+    value = node.get(key)
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}.{key} must be a number, got {value!r}") from None
 
 
 def batch_invariant(eval_cfg: DictConfig) -> bool | None:

@@ -9,6 +9,7 @@ names the model, the cache folder and the command that fetches it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,7 +80,12 @@ class ModelSpec:
 
     @property
     def identity(self) -> str:
-        """What modules record as their base model: the Hub id (with revision) or the folder's name."""
+        """What modules and image stores record as their base model: the Hub id (with revision), or for a folder its
+        name plus a fingerprint of its weights, so that modules and images made before a retrain are not reused."""
+        if self.source in ("local", "toy"):
+            folder = model_folder(self)
+            if (folder / "model_index.json").is_file():
+                return f"{self.id}#{weights_fingerprint(folder)}"
         return f"{self.id}@{self.revision}" if self.revision else self.id
 
 
@@ -97,6 +103,31 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("RESPODIFF_CACHE", Path.home() / ".cache" / "respodiff"))
 
 
+def model_folder(spec: ModelSpec) -> Path:
+    """A local or toy model's folder; relative ids are relative to the repository."""
+    folder = Path(spec.id)
+    return folder if folder.is_absolute() else REPO_ROOT / folder
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt")
+_FINGERPRINT_SPAN = 1 << 20
+
+
+def weights_fingerprint(folder: Path) -> str:
+    """12 hex digits over every weight file's relative path, size and first and last MiB: a retrained model changes
+    them, and a multi-gigabyte Stable Diffusion folder costs a few MiB of reading rather than all of it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
+        size = path.stat().st_size
+        digest.update(f"{path.relative_to(folder).as_posix()}:{size}\n".encode())
+        with path.open("rb") as handle:
+            digest.update(handle.read(_FINGERPRINT_SPAN))
+            if size > _FINGERPRINT_SPAN:
+                handle.seek(max(_FINGERPRINT_SPAN, size - _FINGERPRINT_SPAN))
+                digest.update(handle.read())
+    return digest.hexdigest()[:12]
+
+
 def check_model_available(spec: ModelSpec) -> str:
     """Return what `from_pretrained` should load, or raise MissingAssetError before anything heavy runs."""
     if spec.source == "arch":
@@ -104,9 +135,7 @@ def check_model_available(spec: ModelSpec) -> str:
     if spec.source == "tiny":
         return str(ensure_tiny_model(spec))
     if spec.source in ("local", "toy"):
-        folder = Path(spec.id)
-        if not folder.is_absolute():
-            folder = REPO_ROOT / folder
+        folder = model_folder(spec)
         if not (folder / "model_index.json").is_file():
             hint = "build it with `make toy-model`" if spec.source == "toy" else "point model.id at a diffusers folder"
             raise MissingAssetError(

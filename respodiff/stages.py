@@ -28,11 +28,13 @@ from omegaconf import DictConfig, OmegaConf
 from .config import (
     apply_evaluator_scale,
     batch_invariant,
+    concept_specs,
     evaluator_scale,
     model_spec,
     plain,
     resolve_device,
     stages_to_run,
+    train_settings,
     validate,
 )
 from .errors import ConfigError
@@ -276,62 +278,6 @@ def _train_sdisc(context: RunContext) -> None:
         base_model=context.spec.identity,
         h_shape=hspace_shape(pipe.unet, context.spec.resolution // pipe.vae_scale_factor),
         log_fn=lambda values, step: context.logger.log(values, step=step),
-    )
-
-
-def concept_specs(cfg: DictConfig) -> list:
-    from .trainer import ConceptSpec
-
-    concepts = cfg.concepts
-    specs = []
-    for name, item in concepts["items"].items():
-        specs.append(
-            ConceptSpec(
-                name=name,
-                neutral_prompt=item.get("neutral_prompt") or concepts.neutral_prompt,
-                target_prompt=item.get("target_prompt"),
-                negative_prompt=item.get("negative_prompt"),
-                lr_ram=float(item.lr_ram),
-                lr_sam=float(item.lr_sam),
-                guidance_target=None if item.get("guidance_target") is None else float(item.guidance_target),
-            )
-        )
-    return specs
-
-
-def train_settings(cfg: DictConfig):
-    from .trainer import TrainSettings
-
-    method, train, concepts = cfg.method, cfg.train, cfg.concepts
-
-    def budget(key: str) -> int:
-        # train.<key> beats method.<key> beats the concept set's default (PROTOCOL.md's per-task budgets).
-        for source in (train, method, concepts):
-            if source.get(key) is not None:
-                return int(source[key])
-        raise ConfigError(f"no {key} configured for training")
-
-    return TrainSettings(
-        kind=concepts.kind,
-        guidance_target=float(concepts.guidance_target),
-        parts=method.parts,
-        parametrization=method.parametrization,
-        init=method.init,
-        init_scale=float(method.init_scale),
-        hidden_channels=int(method.hidden_channels),
-        lambda_sem=float(method.lambda_sem),
-        lambda_mode=method.get("lambda_mode", "loss"),
-        iterations=budget("iterations"),
-        batch_size=budget("batch_size"),
-        guidance_reverse=float(train.guidance_reverse),
-        max_step_index=int(train.max_step_index),
-        num_inference_steps=int(train.num_inference_steps),
-        timestep=train.timestep,
-        reverse_parts=method.reverse_parts,
-        precision=train.precision,
-        checkpoint_every=int(train.checkpoint_every),
-        log_every=int(train.log_every),
-        seed=int(train.seed),
     )
 
 

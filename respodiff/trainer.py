@@ -136,25 +136,27 @@ class TrainSettings:
         )
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"train.{name} is {getattr(self, name)!r}; choose one of {allowed}")
+                raise ConfigError(f"{name} is {getattr(self, name)!r}; choose one of {allowed}")
         if not _is_finite_number(self.lambda_sem) or self.lambda_sem < 0:
-            raise ConfigError(f"train.lambda_sem must be a finite number >= 0, got {self.lambda_sem!r}")
+            raise ConfigError(f"lambda_sem must be a finite number >= 0, got {self.lambda_sem!r}")
         for name in ("iterations", "batch_size", "num_inference_steps", "checkpoint_every", "log_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"train.{name} must be an integer >= 1, got {value!r}")
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.max_step_index, int) or not 0 <= self.max_step_index < self.num_inference_steps:
             raise ConfigError(
-                f"train.max_step_index must be in 0..{self.num_inference_steps - 1} (k DDIM steps of "
+                f"max_step_index must be in 0..{self.num_inference_steps - 1} (k DDIM steps of "
                 f"{self.num_inference_steps}), got {self.max_step_index!r}"
             )
         for name in ("guidance_reverse", "init_scale"):
             if not _is_finite_number(getattr(self, name)):
-                raise ConfigError(f"train.{name} must be a finite number, got {getattr(self, name)!r}")
-        if self.guidance_target is not None and not _is_finite_number(self.guidance_target):
-            raise ConfigError(f"train.guidance_target must be a finite number or null, got {self.guidance_target!r}")
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        if self.guidance_target is not None and (
+            not _is_finite_number(self.guidance_target) or self.guidance_target <= 0
+        ):
+            raise ConfigError(f"guidance_target must be a positive number or null, got {self.guidance_target!r}")
         if self.init_scale < 0 or self.hidden_channels < 1:
-            raise ConfigError("train.init_scale must be >= 0 and train.hidden_channels >= 1")
+            raise ConfigError("init_scale must be >= 0 and hidden_channels >= 1")
 
     @property
     def target_guidance(self) -> float:
@@ -197,7 +199,7 @@ def train_transformations(
     Returns at once with the saved set when out_dir/modules already holds one trained with the same settings.
     """
     settings.validate()
-    _validate_concepts(concepts, settings)
+    validate_concepts(concepts, settings)
     device = pipe.unet.device
     amp_dtype = _autocast_dtype(settings.precision, device, pipe.unet.dtype)
     latent_size = _latent_size(pipe.unet, h_shape)
@@ -428,7 +430,7 @@ def _report(run: _ConceptRun, losses_path: Path, step_offset: int, log: LogFn | 
 # Checks before any UNet call
 
 
-def _validate_concepts(concepts: Sequence[ConceptSpec], settings: TrainSettings) -> None:
+def validate_concepts(concepts: Sequence[ConceptSpec], settings: TrainSettings) -> None:
     if not concepts:
         raise ConfigError("no concepts to train: the concepts list is empty")
     names = [c.name for c in concepts]

@@ -70,7 +70,7 @@ def test_ram_only_with_nonzero_lambda_is_refused():
 
 
 def test_a_concepts_own_target_guidance_must_be_positive():
-    with pytest.raises(ConfigError, match="items.woman.guidance_target"):
+    with pytest.raises(ConfigError, match="woman.*guidance_target"):
         validate(compose_config("+concepts.items.woman.guidance_target=0"))
     assert validate(compose_config("+concepts.items.woman.guidance_target=6")) is None
 
@@ -135,7 +135,7 @@ def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedPr
     [
         (["experiment=no_such_experiment"], "no_such_experiment"),
         (["concepts=no_such_concept"], "no_such_concept"),
-        (["method.lambda_sem=-0.5"], "lambda_sem must be >= 0"),
+        (["method.lambda_sem=-0.5"], "lambda_sem must be a finite number >= 0"),
         (["model=sd14", "model.source=local", "model.id=/no/such/folder"], "/no/such/folder"),
         (["model=sd14", "model.id=example-org/not-cached-model"], "not in the Hugging Face cache"),
         (["eval.benchmarks=[no_such_benchmark]"], "no_such_benchmark"),
@@ -151,3 +151,34 @@ def test_bad_input_fails_fast_with_a_clear_message(args, message, tmp_path):
     assert message in output
     assert "Traceback" not in output or "hydra" in output.lower()
     assert "Loading pipeline components" not in output, "the failure must come before any model loads"
+
+
+def test_training_choices_are_checked_by_the_trainers_own_settings():
+    with pytest.raises(ConfigError, match="parts"):
+        validate(compose_config("method.parts=both"))
+    with pytest.raises(ConfigError, match="reverse_parts"):
+        validate(compose_config("method.reverse_parts=sam"))
+    with pytest.raises(ConfigError, match="concepts.items.woman.lr_sam must be a number"):
+        validate(compose_config("concepts.items.woman.lr_sam=fast"))
+    with pytest.raises(ConfigError, match="woman.*lr_ram must be a positive number"):
+        validate(compose_config("concepts.items.woman.lr_ram=0"))
+    with pytest.raises(ConfigError, match="guidance_target must be a positive number"):
+        validate(compose_config("concepts.guidance_target=0"))
+
+
+def test_a_folder_models_identity_follows_its_weights(tmp_path):
+    from respodiff.models import ModelSpec
+
+    folder = tmp_path / "toy"
+    (folder / "unet").mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(b"a" * 3_000_000)
+    spec = ModelSpec(name="toy", source="toy", id=str(folder))
+    first = spec.identity
+    assert first.startswith(f"{folder}#") and spec.identity == first  # stable
+    weights.write_bytes(b"a" * 1_500_000 + b"b" + b"a" * 1_499_999)  # a retrain that changes the middle only
+    assert spec.identity == first, "the fingerprint reads the first and last MiB only"
+    weights.write_bytes(b"a" * 2_999_999 + b"c")
+    assert spec.identity != first
+    assert ModelSpec(name="sd", source="hub", id="org/model", revision="abc").identity == "org/model@abc"

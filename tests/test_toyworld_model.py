@@ -56,3 +56,17 @@ def test_toy_fid_features():
     np.testing.assert_allclose(CleanFidToyExtractor()(batch).numpy(), f, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError):
         toy_fid_features(images.astype(np.float32))
+
+
+def test_toy_model_lr_schedule_warms_up_decays_and_restarts_for_refinement():
+    from types import SimpleNamespace
+
+    from respodiff.toyworld.train_toy_model import unet_lr
+
+    args = SimpleNamespace(lr=1e-3, unet_steps=1000, refine_steps=200, refine_lr_fraction=0.4)
+    main = [unet_lr(args, step) for step in range(1000)]
+    assert main[0] < main[100] < main[299] and max(main) <= args.lr  # linear warm-up over 300 steps
+    assert unet_lr(args, 999) == pytest.approx(0.1 * args.lr, rel=1e-3)  # cosine to 10% at the end of the main run
+    assert unet_lr(args, 1000) == pytest.approx(0.4 * args.lr)  # refinement restarts at its fraction
+    refine = [unet_lr(args, step) for step in range(1000, 1200)]
+    assert all(a >= b for a, b in zip(refine, refine[1:])) and refine[-1] == pytest.approx(0.1 * args.lr, rel=1e-3)

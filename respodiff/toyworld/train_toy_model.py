@@ -8,11 +8,13 @@ Stages (each resumable from --work-dir, default outputs/toy_train):
      sharpen the decoder with the encoder frozen (the latent space the UNet learns stays fixed);
   3. train UNet2DConditionModel + CLIPTextModel jointly with eps-prediction on the DDPM schedule
      matching PROTOCOL.md's DDIM settings, dropping 10% of captions to "" for classifier-free
-     guidance; an EMA of both is what gets saved;
+     guidance; an EMA of both is what gets saved. The last --refine-steps over-sample captions
+     that name a race (the middle tone "tan" is learned last; without them CFG 7.5 draws "a tan
+     person" dark);
   4. save a StableDiffusionPipeline (DDIMScheduler, no safety checker) with `save_pretrained`.
-Sizes were picked so the whole run fits in <= 60 min on 2 CPU cores shared with other jobs (see
---trial; measured ~0.55 s per UNet step of batch 64 with one thread); --max-minutes stops the UNet
-stage early if the machine is slower, and the model card records the steps actually done.
+Sizes were picked so the whole run takes about an hour on 2 CPU cores shared with other jobs (see
+--trial; measured ~0.55 s per UNet step of batch 64 with one thread); --max-minutes (default 90)
+stops the UNet stage early if the machine is slower, and the model card records the steps done.
 Deterministic: fixed seeds, one generator seed per step, so a resumed run matches an
 uninterrupted one.
 """
@@ -32,7 +34,7 @@ import torch.nn.functional as F
 
 from .renderer import render_many
 from .tokenizer import MODEL_MAX_LENGTH, build_tokenizer, write_tokenizer_files
-from .world import IMAGE_SIZE, sample_scenes
+from .world import IMAGE_SIZE, RACES, sample_scenes
 
 SCHEDULER_KW = dict(
     num_train_timesteps=1000,
@@ -259,6 +261,11 @@ def stage_diffusion(args, work: Path, tokenizer, latents: dict, captions: list[s
     ids = tokenizer(captions, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True,
                     return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=MODEL_MAX_LENGTH, return_tensors="pt").input_ids[0]
+    total_steps = args.unet_steps + args.refine_steps
+    # Refinement steps over-sample captions that name a race: "tan" (the middle tone) is the
+    # word the model learns last, and with it weak, CFG pushes "a tan person" to dark.
+    names_race = torch.tensor([any(w in RACES for w in c.split()) for c in captions])
+    refine_weights = torch.where(names_race, args.refine_race_weight, 1.0)
     ckpt = Checkpointer(work / "unet_ckpt.pt")
     start, losses = 0, []
     if (st := ckpt.load()) is not None:
@@ -273,10 +280,14 @@ def stage_diffusion(args, work: Path, tokenizer, latents: dict, captions: list[s
     alphas = noise_sched.alphas_cumprod
     t0, n_done, deadline = time.time(), 0, args.deadline
     step = start
-    for step in range(start, args.unet_steps):
+    for step in range(start, total_steps):
         # One seed per step: a run resumed from a checkpoint draws exactly what an uninterrupted run would.
         gen.manual_seed(args.seed * 1_000_003 + step)
-        idx = torch.randint(0, len(captions), (args.batch,), generator=gen)
+        refining = step >= args.unet_steps
+        if refining:
+            idx = torch.multinomial(refine_weights, args.batch, replacement=True, generator=gen)
+        else:
+            idx = torch.randint(0, len(captions), (args.batch,), generator=gen)
         z0 = (latents["mean"][idx] + latents["std"][idx] * torch.randn(latents["mean"][idx].shape, generator=gen))
         z0 = z0 * scaling
         noise = torch.randn(z0.shape, generator=gen)
@@ -289,10 +300,8 @@ def stage_diffusion(args, work: Path, tokenizer, latents: dict, captions: list[s
         emb = text_encoder(tok).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=emb).sample
         loss = F.mse_loss(pred, noise)
-        warm = min(1.0, (step + 1) / 300)
-        decay_frac = 0.5 * (1 + math.cos(math.pi * step / args.unet_steps))
         for g in opt.param_groups:
-            g["lr"] = args.lr * warm * (0.1 + 0.9 * decay_frac)
+            g["lr"] = unet_lr(args, step)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -304,8 +313,8 @@ def stage_diffusion(args, work: Path, tokenizer, latents: dict, captions: list[s
         n_done += 1
         if (step + 1) % 50 == 0 or step == start:
             el = time.time() - t0
-            eta = el / n_done * (args.unet_steps - step - 1) / 60
-            log(f"unet step {step + 1}/{args.unet_steps} loss(avg50) {np.mean(losses[-50:]):.4f} "
+            eta = el / n_done * (total_steps - step - 1) / 60
+            log(f"unet step {step + 1}/{total_steps} loss(avg50) {np.mean(losses[-50:]):.4f} "
                 f"{el / n_done:.3f}s/it eta {eta:.1f} min")
         if (step + 1) % args.ckpt_every == 0:
             ckpt.save({"unet": unet.state_dict(), "te": text_encoder.state_dict(), "ema_unet": ema_unet.state_dict(),
@@ -316,6 +325,17 @@ def stage_diffusion(args, work: Path, tokenizer, latents: dict, captions: list[s
             log(f"time budget of {args.max_minutes} min reached at step {step + 1}; stopping early")
             break
     return ema_unet, ema_te, {"unet_steps_done": step + 1, "final_loss_avg200": float(np.mean(losses[-200:]))}
+
+
+def unet_lr(args, step: int) -> float:
+    """Warm-up then cosine to 10% over the main steps; the refinement steps restart at
+    refine_lr_fraction of the peak and decay by cosine to the same 10% floor."""
+    if step < args.unet_steps:
+        warm = min(1.0, (step + 1) / 300)
+        return args.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / args.unet_steps)))
+    frac = (step - args.unet_steps) / max(1, args.refine_steps)
+    top = max(args.refine_lr_fraction, 0.1)
+    return args.lr * (0.1 + (top - 0.1) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
 def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet, meta: dict) -> None:
@@ -350,6 +370,12 @@ def main(argv=None) -> None:
     p.add_argument("--dec-steps", type=int, default=400)
     p.add_argument("--dec-lr", type=float, default=5e-4)
     p.add_argument("--unet-steps", type=int, default=3300)
+    p.add_argument("--refine-steps", type=int, default=800,
+                   help="UNet steps after --unet-steps that over-sample race-named captions")
+    p.add_argument("--refine-race-weight", type=float, default=4.0,
+                   help="sampling weight of a race-named caption during refinement (others: 1)")
+    p.add_argument("--refine-lr-fraction", type=float, default=0.4,
+                   help="refinement's starting LR as a fraction of --lr")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--ema", type=float, default=0.999)
@@ -357,7 +383,7 @@ def main(argv=None) -> None:
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--threads", type=int, default=1,
                    help="1 is faster than 2 on a 2-core machine shared with other jobs (no OpenMP barrier stalls)")
-    p.add_argument("--max-minutes", type=float, default=57.0,
+    p.add_argument("--max-minutes", type=float, default=90.0,
                    help="wall-clock budget of the whole run; the UNet stage stops early to meet it")
     p.add_argument("--trial", type=int, default=0, help="time N steps of each stage, save nothing, exit")
     args = p.parse_args(argv)
