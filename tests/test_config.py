@@ -177,8 +177,9 @@ def test_a_folder_models_identity_follows_its_weights(tmp_path):
     spec = ModelSpec(name="toy", source="toy", id=str(folder))
     first = spec.identity
     assert first.startswith(f"{folder}#") and spec.identity == first  # stable
-    weights.write_bytes(b"a" * 1_500_000 + b"b" + b"a" * 1_499_999)  # a retrain that changes the middle only
-    assert spec.identity == first, "the fingerprint reads the first and last MiB only"
+    # The price of reading 2 MiB per file: a change confined to the middle of a same-size file goes unnoticed.
+    weights.write_bytes(b"a" * 1_500_000 + b"b" + b"a" * 1_499_999)
+    assert spec.identity == first
     weights.write_bytes(b"a" * 2_999_999 + b"c")
     assert spec.identity != first
     assert ModelSpec(name="sd", source="hub", id="org/model", revision="abc").identity == "org/model@abc"
