@@ -151,9 +151,7 @@ class TrainSettings:
         for name in ("guidance_reverse", "init_scale"):
             if not _is_finite_number(getattr(self, name)):
                 raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")
-        if self.guidance_target is not None and (
-            not _is_finite_number(self.guidance_target) or self.guidance_target <= 0
-        ):
+        if self.guidance_target is not None and not _is_positive_number(self.guidance_target):
             raise ConfigError(f"guidance_target must be a positive number or null, got {self.guidance_target!r}")
         if self.init_scale < 0 or self.hidden_channels < 1:
             raise ConfigError("init_scale must be >= 0 and hidden_channels >= 1")
@@ -447,13 +445,11 @@ def validate_concepts(concepts: Sequence[ConceptSpec], settings: TrainSettings) 
         prompt = getattr(concept, prompt_field)
         if not isinstance(prompt, str) or not prompt.strip():
             raise ConfigError(f"{settings.kind} concept {concept.name!r} needs a {prompt_field}, got {prompt!r}")
-        if concept.guidance_target is not None and (
-            not _is_finite_number(concept.guidance_target) or concept.guidance_target <= 0
-        ):
+        if concept.guidance_target is not None and not _is_positive_number(concept.guidance_target):
             raise ConfigError(f"concept {concept.name!r}: guidance_target must be a positive number or null")
         learning_rates = {"lr_ram": concept.lr_ram} | ({"lr_sam": concept.lr_sam} if settings.trains_sem else {})
         for key, value in learning_rates.items():
-            if not _is_finite_number(value) or value <= 0:
+            if not _is_positive_number(value):
                 raise ConfigError(f"concept {concept.name!r}: {key} must be a positive number, got {value!r}")
 
 
@@ -493,6 +489,10 @@ def _latent_size(unet, h_shape: Sequence[int]) -> tuple[int, int]:
 
 def _is_finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_positive_number(value: Any) -> bool:
+    return _is_finite_number(value) and value > 0
 
 
 # ---------------------------------------------------------------------------------------------------------------
