@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $@
 
-demo: venv ## The main job on the toy world: train, generate, evaluate, report (CPU, ~7 minutes)
+demo: venv ## The main job on the toy world: train, generate, evaluate, report (CPU, ~8 minutes)
 	@start=$$(date +%s); \
 	$(PY) run.py -m experiment=gender_toy method=none,respodiff,ram_only && \
 	$(PY) -m respodiff.reporting demo --experiment gender_toy --outputs $${RESPODIFF_OUTPUTS:-outputs} && \

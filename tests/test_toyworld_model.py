@@ -70,3 +70,30 @@ def test_toy_model_lr_schedule_warms_up_decays_and_restarts_for_refinement():
     assert unet_lr(args, 1000) == pytest.approx(0.4 * args.lr)  # refinement restarts at its fraction
     refine = [unet_lr(args, step) for step in range(1000, 1200)]
     assert all(a >= b for a, b in zip(refine, refine[1:])) and refine[-1] == pytest.approx(0.1 * args.lr, rel=1e-3)
+
+
+def test_refinement_weights_favour_captions_naming_a_race_and_a_kind():
+    from respodiff.toyworld.train_toy_model import refine_weights
+
+    captions = ["a person", "photo of a builder", "a tan person", "photo of a tan builder", "a dark woman nurse",
+                "a woman", "portrait of a tan"]
+    w = refine_weights(captions, race_weight=4.0, kind_race_weight=12.0)
+    assert w.tolist() == [1.0, 1.0, 4.0, 12.0, 12.0, 1.0, 4.0]
+    # Whole words only: "tandem" or "paler" do not name a race.
+    assert refine_weights(["a tandem builder", "a paler doctor"], 4.0, 12.0).tolist() == [1.0, 1.0]
+
+
+@needs_model
+def test_model_check_reports_every_race_named_with_every_kind():
+    from diffusers import StableDiffusionPipeline
+
+    from respodiff.toyworld.check_toy_model import race_named_kinds
+    from respodiff.toyworld.world import KINDS, RACES
+
+    pipe = StableDiffusionPipeline.from_pretrained(TOY)
+    pipe.set_progress_bar_config(disable=True)
+    report = race_named_kinds(pipe, steps=2, per_prompt=1, guidance=7.5)
+    assert set(report) == {f"a {r} {k}" for r in RACES for k in KINDS}
+    for row in report.values():
+        assert set(row) == {"race_share", "kind_accuracy"}
+        assert row["race_share"] in (0.0, 1.0) and row["kind_accuracy"] in (0.0, 1.0)

@@ -30,8 +30,8 @@ Planted biases (training captions that do not name the attribute; named attribut
     "a person"  0.15               (0.70, 0.20, 0.10)
     "a scene": a person as above, with blood 30% of the time.
 A model trained on these captions and sampled with CFG 7.5 exaggerates these skews (the committed
-model: mean DevRat 0.97 gender, 0.96 race; see models/toy/toy_model_check.json and the model card's
-known limitations, notably that "tan", the middle tone, is the weakest word).
+model at 50 DDIM steps: mean DevRat 0.94 gender, 0.93 race; see models/toy/toy_model_check.json and the
+model card's known limitations, notably that "tan", the middle tone, is the word learned last).
 
 Modules: world (ground truth, caption sampler), renderer, classifiers (exact classifiers and the
 caption-agreement score), prompts (benchmark tables), tokenizer (CLIP BPE files, one token per

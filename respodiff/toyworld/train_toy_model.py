@@ -9,10 +9,9 @@ Stages (each resumable from --work-dir, default outputs/toy_train):
   3. train UNet2DConditionModel + CLIPTextModel jointly with eps-prediction on the DDPM schedule
      matching PROTOCOL.md's DDIM settings, dropping 10% of captions to "" for classifier-free
      guidance; an EMA of both is what gets saved. The last --refine-steps over-sample captions
-     that name a race (the middle tone "tan" is learned last; without them CFG 7.5 draws "a tan
-     person" dark);
+     that name a race, most of all those naming a race and a kind (refine_weights says why);
   4. save a StableDiffusionPipeline (DDIMScheduler, no safety checker) with `save_pretrained`.
-Sizes were picked so the whole run takes about an hour on 2 CPU cores shared with other jobs (see
+Sizes were picked so the whole run takes a little over an hour on 2 CPU cores shared with other jobs (see
 --trial; measured ~0.55 s per UNet step of batch 64 with one thread); --max-minutes (default 90)
 stops the UNet stage early if the machine is slower, and the model card records the steps done.
 Deterministic: fixed seeds, one generator seed per step, so a resumed run matches an
@@ -34,7 +33,7 @@ import torch.nn.functional as F
 
 from .renderer import render_many
 from .tokenizer import MODEL_MAX_LENGTH, build_tokenizer, write_tokenizer_files
-from .world import IMAGE_SIZE, RACES, sample_scenes
+from .world import IMAGE_SIZE, KINDS, RACES, sample_scenes
 
 SCHEDULER_KW = dict(
     num_train_timesteps=1000,
@@ -262,10 +261,7 @@ def stage_diffusion(args, work: Path, tokenizer, latents: dict, captions: list[s
                     return_tensors="pt").input_ids
     empty = tokenizer([""], padding="max_length", max_length=MODEL_MAX_LENGTH, return_tensors="pt").input_ids[0]
     total_steps = args.unet_steps + args.refine_steps
-    # Refinement steps over-sample captions that name a race: "tan" (the middle tone) is the
-    # word the model learns last, and with it weak, CFG pushes "a tan person" to dark.
-    names_race = torch.tensor([any(w in RACES for w in c.split()) for c in captions])
-    refine_weights = torch.where(names_race, args.refine_race_weight, 1.0)
+    weights = refine_weights(captions, args.refine_race_weight, args.refine_kind_race_weight)
     ckpt = Checkpointer(work / "unet_ckpt.pt")
     start, losses = 0, []
     if (st := ckpt.load()) is not None:
@@ -285,7 +281,7 @@ def stage_diffusion(args, work: Path, tokenizer, latents: dict, captions: list[s
         gen.manual_seed(args.seed * 1_000_003 + step)
         refining = step >= args.unet_steps
         if refining:
-            idx = torch.multinomial(refine_weights, args.batch, replacement=True, generator=gen)
+            idx = torch.multinomial(weights, args.batch, replacement=True, generator=gen)
         else:
             idx = torch.randint(0, len(captions), (args.batch,), generator=gen)
         z0 = (latents["mean"][idx] + latents["std"][idx] * torch.randn(latents["mean"][idx].shape, generator=gen))
@@ -325,6 +321,26 @@ def stage_diffusion(args, work: Path, tokenizer, latents: dict, captions: list[s
             log(f"time budget of {args.max_minutes} min reached at step {step + 1}; stopping early")
             break
     return ema_unet, ema_te, {"unet_steps_done": step + 1, "final_loss_avg200": float(np.mean(losses[-200:]))}
+
+
+def refine_weights(captions: list[str], race_weight: float, kind_race_weight: float) -> torch.Tensor:
+    """Sampling weight of each caption during the refinement steps.
+
+    "tan" (the middle tone) is the word the model learns last, and with it weak CFG pushes
+    "a tan person" to dark: captions naming a race get race_weight. A caption naming a race
+    and a kind gets kind_race_weight: each such pair ("a tan builder") is about 1 caption in
+    200, and the kind without a race word (drawn with its planted skew) about 15 times as
+    common, so without them the skew overrides the named race ("a tan builder": 16 of 16 dark).
+    """
+    kinds, races = set(KINDS), set(RACES)
+    w = []
+    for c in captions:
+        words = set(c.split())
+        if words & races:
+            w.append(kind_race_weight if words & kinds else race_weight)
+        else:
+            w.append(1.0)
+    return torch.tensor(w)
 
 
 def unet_lr(args, step: int) -> float:
@@ -370,10 +386,12 @@ def main(argv=None) -> None:
     p.add_argument("--dec-steps", type=int, default=400)
     p.add_argument("--dec-lr", type=float, default=5e-4)
     p.add_argument("--unet-steps", type=int, default=3300)
-    p.add_argument("--refine-steps", type=int, default=800,
-                   help="UNet steps after --unet-steps that over-sample race-named captions")
+    p.add_argument("--refine-steps", type=int, default=1600,
+                   help="UNet steps after --unet-steps that over-sample captions naming a race")
     p.add_argument("--refine-race-weight", type=float, default=4.0,
                    help="sampling weight of a race-named caption during refinement (others: 1)")
+    p.add_argument("--refine-kind-race-weight", type=float, default=24.0,
+                   help="sampling weight of a caption naming a race and a kind during refinement")
     p.add_argument("--refine-lr-fraction", type=float, default=0.4,
                    help="refinement's starting LR as a fraction of --lr")
     p.add_argument("--batch", type=int, default=64)
