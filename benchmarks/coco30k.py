@@ -13,12 +13,9 @@ import pandas as pd
 
 from respodiff import datasets
 from respodiff.errors import ConfigError
-from respodiff.evaluation.evaluators import EvaluatorConfig, check_evaluator_assets
 from respodiff.evaluation.images import join_many_to_one, require_complete
 from respodiff.evaluation.quality import CLIP_SCORE, FID
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, metric_value, register_benchmark
-from respodiff.evaluation.settings import read_settings
-from respodiff.evaluation.stats import bootstrap_mean_ci, rng_for
 
 
 @register_benchmark
@@ -27,35 +24,30 @@ class Coco30k(Benchmark):
     metrics: ClassVar[tuple[Metric, ...]] = (FID, CLIP_SCORE)
     requires: ClassVar[frozenset[str]] = frozenset({"clip", "fid"})
     default_size: ClassVar[int] = 30000
+    dataset: ClassVar[str] = "coco30k"  # coco5k too: a named subset of the same prepared folder
     setting_defaults: ClassVar[dict[str, Any]] = {
-        "data_dir": None,  # the prepared COCO-30K folder; default data/coco30k under $RESPODIFF_DATA
-        "dataset_size": datasets.DATASETS["coco30k"].expected_count,  # smaller only for a dev fixture
+        **Benchmark.dataset_defaults("coco30k"),
         "size": None,  # captions used: 30000 for coco30k, 5000 for coco5k
-        "verify_checksums": False,
     }
 
     def options(self, settings: dict | None) -> dict[str, Any]:
-        s = read_settings(settings, self.setting_defaults, self.name)
-        s["data_dir"] = s["data_dir"] or str(datasets.default_folder("coco30k"))
-        canonical = int(s["dataset_size"]) == datasets.DATASETS["coco30k"].expected_count
-        if canonical and s["size"] is not None and int(s["size"]) != self.default_size:
+        s = super().options(settings)
+        canonical = s["dataset_size"] == datasets.DATASETS["coco30k"].expected_count
+        if s["size"] is None:
+            s["size"] = min(self.default_size, s["dataset_size"])
+        if canonical and s["size"] != self.default_size:
             # A benchmark name must mean one image set; another size is another (named) benchmark.
             raise ConfigError(f"{self.name} always uses {self.default_size} captions, got size={s['size']}; "
                               "use coco5k (or register another named subset) for a smaller set")
-        s["size"] = int(s["size"] or min(self.default_size, int(s["dataset_size"])))
-        if not 2 <= s["size"] <= int(s["dataset_size"]):
-            raise ConfigError(f"{self.name}: size must lie in [2, dataset_size={s['dataset_size']}], got {s['size']}")
+        s["size"] = self.integer(s, "size")
+        if not 2 <= s["size"] <= s["dataset_size"]:
+            raise ConfigError(f"{self.key('size')} must lie in [2, dataset_size={s['dataset_size']}], "
+                              f"got {s['size']}")
         return s
-
-    def check_assets(self, settings: dict) -> None:
-        s = self.options(settings)
-        datasets.verify("coco30k", s["data_dir"], expected_count=int(s["dataset_size"]),
-                        full=bool(s["verify_checksums"]))
-        check_evaluator_assets(EvaluatorConfig.from_settings(settings), self.requires)
 
     def captions(self, settings: dict) -> pd.DataFrame:
         s = self.options(settings)
-        table = datasets.load_coco(s["data_dir"], expected_count=int(s["dataset_size"]))
+        table = datasets.load_coco(s["data_dir"], expected_count=s["dataset_size"])
         return table.sort_values("caption_index").head(s["size"]).reset_index(drop=True)
 
     def prompt_table(self, settings: dict) -> pd.DataFrame:
@@ -77,13 +69,11 @@ class Coco30k(Benchmark):
         fid = evaluators.fid.fid(frame["path"].tolist(), captions["reference"].tolist(), expected=s["size"],
                                  reference_root=s["data_dir"])
         frame["clip_score"] = clip
-        mean, ci = bootstrap_mean_ci(clip, n_boot=int(s["n_bootstrap"]),
-                                     rng=rng_for(int(s["bootstrap_seed"]), self.name, "clip_score"))
         rows = [metric_value(FID, fid.value, n=fid.n_generated),
-                metric_value(CLIP_SCORE, mean, n=len(clip), ci=ci)]
-        identity = evaluators.identity(self.requires) if hasattr(evaluators, "identity") else {}
-        identity = {**identity, "fid_reference_stats": fid.reference_key, "fid_reference_images": fid.n_reference,
-                    "bootstrap": int(s["n_bootstrap"]), "metrics": {m.name: m.version for m in self.metrics}}
+                *self.mean_rows(CLIP_SCORE, clip, n_bootstrap=s["n_bootstrap"], seed=s["bootstrap_seed"],
+                                stream=(self.name,))]
+        identity = self.identity(evaluators, s["n_bootstrap"], fid_reference_stats=fid.reference_key,
+                                 fid_reference_images=fid.n_reference)
         per_image = frame[["image_id", "prompt_id", "clip_score"]].reset_index(drop=True)
         return BenchmarkResult(per_image=per_image, metrics=rows, evaluator=identity)
 

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 import pandas as pd
 
 from respodiff.errors import ConfigError
 from respodiff.evaluation.images import join_many_to_one, require_complete
 from respodiff.evaluation.quality import feature_statistics, frechet_distance
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, metric_value, register_benchmark
-from respodiff.evaluation.settings import read_settings
-from respodiff.evaluation.stats import bootstrap_mean_ci, rng_for
-from respodiff.evaluation.toy import FID_TOY_NOTE, check_toy_evaluators, load_images, toy_identity
+from respodiff.evaluation.toy import FID_TOY_NOTE, ToyScored, load_images
 from respodiff.toyworld import COCO_TOY_SIZE, coco_toy_references, coco_toy_table
 from respodiff.toyworld.classifiers import agreement_score
 
@@ -30,25 +27,21 @@ AGREEMENT = Metric("agreement", "1", True, "caption-agreement score (0..100, CLI
 
 
 @register_benchmark
-class CocoToy(Benchmark):
+class CocoToy(ToyScored, Benchmark):
     name: ClassVar[str] = "coco_toy"
     metrics: ClassVar[tuple[Metric, ...]] = (FID_TOY, AGREEMENT)
-    requires: ClassVar[frozenset[str]] = frozenset()  # exact classifiers + the committed FID-toy network
+    uses_fid_toy: ClassVar[bool] = True  # exact classifiers + the committed FID-toy network
     setting_defaults: ClassVar[dict[str, Any]] = {"size": 500}
 
     def options(self, settings: dict | None) -> dict[str, Any]:
-        s = read_settings(settings, self.setting_defaults, self.name)
+        s = super().options(settings)
         # The feature covariance (128 x 128) needs clearly more images than dimensions to be estimated at all.
-        if not 200 <= int(s["size"]) <= COCO_TOY_SIZE:
-            raise ConfigError(f"{self.name}: size must lie in [200, {COCO_TOY_SIZE}], got {s['size']}")
+        if not 200 <= self.integer(s, "size") <= COCO_TOY_SIZE:
+            raise ConfigError(f"{self.key('size')} must lie in [200, {COCO_TOY_SIZE}], got {s['size']}")
         return s
 
-    def check_assets(self, settings: dict) -> None:
-        self.options(settings)
-        check_toy_evaluators(fid=True)
-
     def captions(self, settings: dict) -> pd.DataFrame:
-        return coco_toy_table(int(self.options(settings)["size"]))
+        return coco_toy_table(self.options(settings)["size"])
 
     def prompt_table(self, settings: dict) -> pd.DataFrame:
         table = self.captions(settings)
@@ -72,12 +65,11 @@ class CocoToy(Benchmark):
         mu_ref, sigma_ref = feature_statistics(toy_fid_features(coco_toy_references(captions)))
         fid = frechet_distance(mu_gen, sigma_gen, mu_ref, sigma_ref)
         frame["agreement"] = agreement_score(pixels, frame["caption"].tolist())
-        values = frame["agreement"].to_numpy(dtype=np.float64)
-        mean, ci = bootstrap_mean_ci(values, n_boot=int(s["n_bootstrap"]),
-                                     rng=rng_for(int(s["bootstrap_seed"]), self.name, "agreement"))
-        rows = [metric_value(FID_TOY, fid, n=len(frame)), metric_value(AGREEMENT, mean, n=len(values), ci=ci)]
-        identity = {**toy_identity(fid=True), "fid_reference": f"toy renders of the first {s['size']} COCO-toy "
-                    "captions' scenes", "size": int(s["size"]), "bootstrap": int(s["n_bootstrap"]),
-                    "metrics": {m.name: m.version for m in self.metrics}}
+        rows = [metric_value(FID_TOY, fid, n=len(frame)),
+                *self.mean_rows(AGREEMENT, frame["agreement"], n_bootstrap=s["n_bootstrap"],
+                                seed=s["bootstrap_seed"], stream=(self.name,))]
+        identity = self.identity(evaluators, s["n_bootstrap"],
+                                 fid_reference=f"toy renders of the first {s['size']} COCO-toy captions' scenes",
+                                 size=s["size"])
         per_image = frame[["image_id", "prompt_id", "caption_type", "agreement"]].reset_index(drop=True)
         return BenchmarkResult(per_image=per_image, metrics=rows, evaluator=identity)

@@ -14,62 +14,76 @@ import numpy as np
 import pandas as pd
 
 from respodiff import datasets
-from respodiff.errors import ConfigError
-from respodiff.evaluation.evaluators import EvaluatorConfig, check_evaluator_assets
 from respodiff.evaluation.images import require_complete
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, register_benchmark
-from respodiff.evaluation.safety import INAPPROPRIATE_RATE, aggregate_i2p, q16_flags
-from respodiff.evaluation.settings import read_settings
+from respodiff.evaluation.safety import I2P_DETECTORS, INAPPROPRIATE_RATE, aggregate_i2p, q16_flags
 
 
-@register_benchmark
-class I2P(Benchmark):
-    name: ClassVar[str] = "i2p"
-    metrics: ClassVar[tuple[Metric, ...]] = (INAPPROPRIATE_RATE,)
-    requires: ClassVar[frozenset[str]] = frozenset({"nudenet", "q16"})
-    setting_defaults: ClassVar[dict[str, Any]] = {
-        "data_dir": None,  # default data/i2p under $RESPODIFF_DATA
-        "dataset_size": datasets.DATASETS["i2p"].expected_count,  # smaller only for a dev fixture
-        "images_per_prompt": 5,
-        "verify_checksums": False,  # True: rehash every dataset file before running
-    }
+class I2PStyle(Benchmark):
+    """I2P's scoring, shared with I2P-toy: prompts with multi-label categories and a hard subset, several images per
+    prompt, each image flagged by one or more detectors (`detectors`, OR-ed into `either`) and counted once.
+
+    A subclass supplies the prompt table and `score_images`; `extra_rows` adds metrics beyond the flag rates.
+    """
+
+    detectors: ClassVar[tuple[str, ...]]  # the flag columns `score_images` returns
+    rate_metric: ClassVar[Metric]
+    per_image_columns: ClassVar[tuple[str, ...]]  # beside image_id and prompt_id
+    setting_defaults: ClassVar[dict[str, Any]] = {"images_per_prompt": 5}
 
     def options(self, settings: dict | None) -> dict[str, Any]:
-        s = read_settings(settings, self.setting_defaults, self.name)
-        if int(s["images_per_prompt"]) < 1:
-            raise ConfigError(f"images_per_prompt must be >= 1, got {s['images_per_prompt']}")
-        s["data_dir"] = s["data_dir"] or str(datasets.default_folder("i2p"))
+        s = super().options(settings)
+        s["images_per_prompt"] = self.integer(s, "images_per_prompt", minimum=1)
         return s
-
-    def check_assets(self, settings: dict) -> None:
-        s = self.options(settings)
-        datasets.verify("i2p", s["data_dir"], expected_count=int(s["dataset_size"]), full=bool(s["verify_checksums"]))
-        check_evaluator_assets(EvaluatorConfig.from_settings(settings), self.requires)
-
-    def prompt_table(self, settings: dict) -> pd.DataFrame:
-        s = self.options(settings)
-        return datasets.load_i2p(s["data_dir"], expected_count=int(s["dataset_size"]))
 
     def samples_per_prompt(self, settings: dict, n_concepts: int) -> int:
         # Safety sums the concepts into one transformation per image, so the concept count does not multiply.
-        return int(self.options(settings)["images_per_prompt"])
+        return self.options(settings)["images_per_prompt"]
 
     def evaluate(self, images: pd.DataFrame, settings: dict, evaluators: Any) -> BenchmarkResult:
         s = self.options(settings)
         table = self.prompt_table(settings)
-        images = require_complete(images, table["prompt_id"], benchmark=self.name,
-                                  per_prompt=int(s["images_per_prompt"]))
-        paths = images["path"].tolist()
-        nudenet, q16_p = self.classify(paths, evaluators)
-        scores = pd.DataFrame({"image_id": images["image_id"].to_numpy(), "nudenet": nudenet,
-                               "q16": q16_flags(q16_p), "q16_p": q16_p})
-        joined, rows = aggregate_i2p(scores, images[["image_id", "prompt_id"]], table,
-                                     n_boot=int(s["n_bootstrap"]), seed=int(s["bootstrap_seed"]))
-        per_image = joined[["image_id", "prompt_id", "categories", "hard", "nudenet", "q16", "q16_p", "either"]]
-        identity = evaluators.identity(self.requires) if hasattr(evaluators, "identity") else {}
-        identity = {**identity, "bootstrap": int(s["n_bootstrap"]),
-                    "metrics": {m.name: m.version for m in self.metrics}}
-        return BenchmarkResult(per_image=per_image.reset_index(drop=True), metrics=rows, evaluator=identity)
+        images = require_complete(images, table["prompt_id"], benchmark=self.name, per_prompt=s["images_per_prompt"])
+        scores = self.score_images(images, table, evaluators)
+        joined, rows = aggregate_i2p(scores, images[["image_id", "prompt_id"]], table, detectors=self.detectors,
+                                     metric=self.rate_metric, n_boot=s["n_bootstrap"], seed=s["bootstrap_seed"])
+        rows += self.extra_rows(joined, s)
+        per_image = joined[["image_id", "prompt_id", *self.per_image_columns]].reset_index(drop=True)
+        return BenchmarkResult(per_image=per_image, metrics=rows,
+                               evaluator=self.identity(evaluators, s["n_bootstrap"], **self.identity_details()))
+
+    def score_images(self, images: pd.DataFrame, table: pd.DataFrame, evaluators: Any) -> pd.DataFrame:
+        """image_id, one bool column per detector, and any other per-image columns (no prompt_id)."""
+        raise NotImplementedError
+
+    def extra_rows(self, joined: pd.DataFrame, settings: dict[str, Any]) -> list:
+        """Metric rows beyond the flag rates, from the scored images joined to their prompts."""
+        return []
+
+    def identity_details(self) -> dict[str, Any]:
+        """What the evaluator record adds to the scorers' identity."""
+        return {}
+
+
+@register_benchmark
+class I2P(I2PStyle):
+    name: ClassVar[str] = "i2p"
+    metrics: ClassVar[tuple[Metric, ...]] = (INAPPROPRIATE_RATE,)
+    requires: ClassVar[frozenset[str]] = frozenset({"nudenet", "q16"})
+    detectors: ClassVar[tuple[str, ...]] = I2P_DETECTORS
+    rate_metric: ClassVar[Metric] = INAPPROPRIATE_RATE
+    per_image_columns: ClassVar[tuple[str, ...]] = ("categories", "hard", "nudenet", "q16", "q16_p", "either")
+    dataset: ClassVar[str] = "i2p"
+    setting_defaults: ClassVar[dict[str, Any]] = {**I2PStyle.setting_defaults, **Benchmark.dataset_defaults("i2p")}
+
+    def prompt_table(self, settings: dict) -> pd.DataFrame:
+        s = self.options(settings)
+        return datasets.load_i2p(s["data_dir"], expected_count=s["dataset_size"])
+
+    def score_images(self, images: pd.DataFrame, table: pd.DataFrame, evaluators: Any) -> pd.DataFrame:
+        nudenet, q16_p = self.classify(images["path"].tolist(), evaluators)
+        return pd.DataFrame({"image_id": images["image_id"].to_numpy(), "nudenet": nudenet,
+                             "q16": q16_flags(q16_p), "q16_p": q16_p})
 
     def classify(self, paths: Sequence[str], evaluators: Any) -> tuple[np.ndarray, np.ndarray]:
         """(NudeNet flags, Q16 p(inappropriate)) per image; a subclass may swap in other classifiers."""

@@ -5,7 +5,8 @@ three race prompts); DevRat is computed per profession over all its templates an
 score of each image with its own prompt.
 
 Reuse: a subclass may change `professions`, `templates`, `attributes` and `requires`, and override
-`classify_attributes` / `alignment_scores` (e.g. the toy world's exact classifiers), keeping the rest.
+`classify_attributes` / `alignment_scores` (another classifier), or `score_images` with `score_columns` and
+`mean_metrics` (other per-image scores: the toy world's winobias_toy), keeping the rest.
 """
 
 from __future__ import annotations
@@ -19,12 +20,9 @@ import numpy as np
 import pandas as pd
 
 from respodiff.errors import ConfigError
-from respodiff.evaluation.evaluators import EvaluatorConfig, check_evaluator_assets
 from respodiff.evaluation.fairness import devrat_by_group
 from respodiff.evaluation.images import EvaluationDataError, join_many_to_one, require_complete
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, metric_value, register_benchmark
-from respodiff.evaluation.settings import read_settings
-from respodiff.evaluation.stats import bootstrap_mean_ci, rng_for
 
 PROFESSIONS = (
     "Attendant", "Cashier", "Teacher", "Nurse", "Assistant", "Secretary", "Cleaner", "Receptionist", "Clerk",
@@ -88,11 +86,16 @@ class Winobias(Benchmark):
         "professions": None,
         "templates": None,
     }
+    # Manifest columns kept in the per-image table, and the per-image columns `score_images` adds besides
+    # attribute_index, each paired with the metric averaged from it (overall and per profession).
+    manifest_columns: ClassVar[tuple[str, ...]] = ()
+    score_columns: ClassVar[tuple[str, ...]] = ("winoalign",)
+    mean_metrics: ClassVar[tuple[tuple[Metric, str], ...]] = ((WINOALIGN, "winoalign"),)
 
     # --- settings -------------------------------------------------------------------------------------------
 
     def options(self, settings: dict | None) -> WinobiasOptions:
-        s = read_settings(settings, self.setting_defaults, self.name)
+        s = self.read_settings(settings)
         prompts = tuple(s["attribute_prompts"] or ())
         prompts_given = bool(prompts)
         attribute = s["attribute"]
@@ -101,7 +104,8 @@ class Winobias(Benchmark):
             attribute = matches[0] if matches else (self.default_attribute if not prompts else "custom")
         spec = self.attributes.get(attribute)
         if spec is None and attribute != "custom":
-            raise ConfigError(f"unknown attribute {attribute!r} for {self.name}; known: {sorted(self.attributes)}")
+            raise ConfigError(f"{self.key('attribute')}: unknown attribute {attribute!r}; known: "
+                              f"{sorted(self.attributes)}")
         prompts = prompts or (spec.prompts if spec else ())
         if len(prompts) < 2:
             raise ConfigError(f"{self.name} needs at least two attribute_prompts, got {list(prompts)}")
@@ -114,22 +118,22 @@ class Winobias(Benchmark):
             labels = tuple(by_prompt[p] for p in prompts)
         labels = labels or prompts
         if len(labels) != len(prompts) or len(set(labels)) != len(labels):
-            raise ConfigError(f"attribute_labels {list(labels)} must name each of {list(prompts)} once")
-        per_concept = s["images_per_concept"] or (spec.images_per_concept if spec else None)
-        if not per_concept or int(per_concept) < 1:
-            raise ConfigError(f"{self.name}: set images_per_concept (a positive integer) for attribute {attribute!r}")
+            raise ConfigError(f"{self.key('attribute_labels')} {list(labels)} must name each of {list(prompts)} once")
+        if s["images_per_concept"] is None and spec is not None:
+            s["images_per_concept"] = spec.images_per_concept
+        if s["images_per_concept"] is None:
+            raise ConfigError(f"{self.name}: set {self.key('images_per_concept')} (a positive integer) for "
+                              f"attribute {attribute!r}")
+        per_concept = self.integer(s, "images_per_concept", minimum=1)
         professions = tuple(s["professions"] or self.professions)
         templates = tuple(s["templates"] or self.templates)
         if any("{p}" not in t for t in templates):
-            raise ConfigError(f"every Winobias template needs a '{{p}}' placeholder, got {list(templates)}")
-        return WinobiasOptions(attribute, prompts, labels, int(per_concept), professions, templates,
-                               int(s["n_bootstrap"]), int(s["bootstrap_seed"]), len(concepts) or None)
+            raise ConfigError(f"every Winobias template ({self.key('templates')}) needs a '{{p}}' placeholder, "
+                              f"got {list(templates)}")
+        return WinobiasOptions(attribute, prompts, labels, per_concept, professions, templates,
+                               s["n_bootstrap"], s["bootstrap_seed"], len(concepts) or None)
 
     # --- Benchmark API --------------------------------------------------------------------------------------
-
-    def check_assets(self, settings: dict) -> None:
-        self.options(settings)
-        check_evaluator_assets(EvaluatorConfig.from_settings(settings), self.requires)
 
     def prompt_table(self, settings: dict) -> pd.DataFrame:
         opts = self.options(settings)
@@ -146,13 +150,12 @@ class Winobias(Benchmark):
             raise ConfigError(f"n_concepts must be >= 1, got {n_concepts}")
         return self.options(settings).images_per_concept * n_concepts
 
-    def images_with_prompts(self, images: pd.DataFrame, settings: dict, opts: WinobiasOptions,
-                            columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    def images_with_prompts(self, images: pd.DataFrame, settings: dict, opts: WinobiasOptions) -> pd.DataFrame:
         """The finished images joined to their prompt rows by id, after checking none is missing or stale."""
         table = self.prompt_table(settings)
         per_prompt = opts.images_per_concept * opts.n_concepts if opts.n_concepts else None
         images = require_complete(images, table["prompt_id"], benchmark=self.name, per_prompt=per_prompt)
-        frame = join_many_to_one(images[["image_id", "prompt_id", "path", "prompt", *columns]],
+        frame = join_many_to_one(images[["image_id", "prompt_id", "path", "prompt", *self.manifest_columns]],
                                  table.rename(columns={"prompt": "table_prompt"}), "prompt_id",
                                  f"{self.name} images vs prompts")
         stale = frame[frame["prompt"] != frame["table_prompt"]]
@@ -164,18 +167,29 @@ class Winobias(Benchmark):
     def evaluate(self, images: pd.DataFrame, settings: dict, evaluators: Any) -> BenchmarkResult:
         opts = self.options(settings)
         frame = self.images_with_prompts(images, settings, opts)
+        for column, values in self.score_images(frame, opts, evaluators).items():
+            frame[column] = values
+        frame["attribute"] = [opts.attribute_labels[i] for i in frame["attribute_index"]]
+        per_image = frame[["image_id", "prompt_id", "profession", "template_index", *self.manifest_columns,
+                           "attribute", "attribute_index", *self.score_columns]].reset_index(drop=True)
+        rows = self._devrat_rows(frame, opts)
+        for metric, column in self.mean_metrics:
+            rows += self.mean_rows(metric, frame[column], n_bootstrap=opts.n_bootstrap, seed=opts.bootstrap_seed,
+                                   groups=frame["profession"], group_key="profession")
+        identity = self.identity(evaluators, opts.n_bootstrap, attribute=opts.attribute,
+                                 attribute_prompts=list(opts.attribute_prompts),
+                                 attribute_labels=list(opts.attribute_labels))
+        return BenchmarkResult(per_image=per_image, metrics=rows, evaluator=identity)
+
+    # --- seams for subclasses -------------------------------------------------------------------------------
+
+    def score_images(self, frame: pd.DataFrame, opts: WinobiasOptions, evaluators: Any) -> dict[str, np.ndarray]:
+        """Per-image columns for `frame` (images joined to their prompts): attribute_index (into
+        opts.attribute_prompts) and each of `score_columns`. A subclass scoring other columns overrides this."""
         paths = frame["path"].tolist()
         labels = np.asarray(self.classify_attributes(paths, opts, evaluators))
         scores = np.asarray(self.alignment_scores(paths, frame["prompt"].tolist(), evaluators), dtype=np.float64)
-        frame["attribute_index"] = labels
-        frame["attribute"] = [opts.attribute_labels[i] for i in labels]
-        frame["winoalign"] = scores
-        per_image = frame[["image_id", "prompt_id", "profession", "template_index", "attribute",
-                           "attribute_index", "winoalign"]].reset_index(drop=True)
-        return BenchmarkResult(per_image=per_image, metrics=self._metric_rows(frame, opts),
-                               evaluator=self.evaluator_identity(opts, evaluators))
-
-    # --- seams for subclasses -------------------------------------------------------------------------------
+        return {"attribute_index": labels, "winoalign": scores}
 
     def classify_attributes(self, paths: Sequence[str], opts: WinobiasOptions, evaluators: Any) -> np.ndarray:
         """Class index (into opts.attribute_prompts) per image."""
@@ -183,12 +197,6 @@ class Winobias(Benchmark):
 
     def alignment_scores(self, paths: Sequence[str], prompts: Sequence[str], evaluators: Any) -> np.ndarray:
         return evaluators.clip.scores(paths, prompts)
-
-    def evaluator_identity(self, opts: WinobiasOptions, evaluators: Any) -> dict:
-        identity = evaluators.identity(self.requires) if hasattr(evaluators, "identity") else {}
-        return {**identity, "attribute": opts.attribute, "attribute_prompts": list(opts.attribute_prompts),
-                "attribute_labels": list(opts.attribute_labels), "bootstrap": opts.n_bootstrap,
-                "metrics": {m.name: m.version for m in self.metrics}}
 
     # --- aggregation ----------------------------------------------------------------------------------------
 
@@ -202,19 +210,3 @@ class Winobias(Benchmark):
             rows.append(metric_value(DEVRAT, value, n=int(sizes[profession]), ci=ci,
                                      group={"profession": profession}))
         return rows
-
-    def _metric_rows(self, frame: pd.DataFrame, opts: WinobiasOptions) -> list:
-        return self._devrat_rows(frame, opts) + mean_rows_by_profession(WINOALIGN, frame, "winoalign", opts)
-
-
-def mean_rows_by_profession(metric: Metric, frame: pd.DataFrame, column: str, opts: WinobiasOptions) -> list:
-    """The mean of a per-image column overall and per profession, with bootstrap intervals."""
-    values = frame[column].to_numpy(dtype=np.float64)
-    mean, ci = bootstrap_mean_ci(values, n_boot=opts.n_bootstrap, rng=rng_for(opts.bootstrap_seed, metric.name))
-    rows = [metric_value(metric, mean, n=len(values), ci=ci)]
-    for profession, group in frame.groupby("profession", sort=True):
-        values = group[column].to_numpy(dtype=np.float64)
-        mean, ci = bootstrap_mean_ci(values, n_boot=opts.n_bootstrap,
-                                     rng=rng_for(opts.bootstrap_seed, metric.name, profession))
-        rows.append(metric_value(metric, mean, n=len(values), ci=ci, group={"profession": profession}))
-    return rows

@@ -17,12 +17,13 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from benchmarks.winobias import AttributeSpec, Winobias, WinobiasOptions, mean_rows_by_profession
 from respodiff.errors import ConfigError
-from respodiff.evaluation.registry import BenchmarkResult, Metric, register_benchmark
-from respodiff.evaluation.toy import load_images, toy_identity
+from respodiff.evaluation.registry import Metric, register_benchmark
+from respodiff.evaluation.toy import ToyScored, load_images
 from respodiff.toyworld import GENDERS, KINDS, RACES, WINOBIAS_TEMPLATES
 from respodiff.toyworld.classifiers import agreement_score, classify
+
+from .winobias import AttributeSpec, Winobias, WinobiasOptions
 
 DEVRAT = Metric("devrat", "1", False, "deviation ratio of the exact attribute classifier's shares from uniform, "
                 "mean over the 8 kinds (per kind in grouped rows)")
@@ -42,44 +43,33 @@ ATTRIBUTE_COLUMN = {"gender": "gender", "race": "race"}
 
 
 @register_benchmark
-class WinobiasToy(Winobias):
+class WinobiasToy(ToyScored, Winobias):
     name: ClassVar[str] = "winobias_toy"
     metrics: ClassVar[tuple[Metric, ...]] = (DEVRAT, KIND_RECOGNISED, AGREEMENT)
-    requires: ClassVar[frozenset[str]] = frozenset()  # exact classifiers: no model files to check
     professions: ClassVar[tuple[str, ...]] = KINDS
     templates: ClassVar[tuple[str, ...]] = WINOBIAS_TEMPLATES
     attributes: ClassVar[dict[str, AttributeSpec]] = TOY_ATTRIBUTES
+    manifest_columns: ClassVar[tuple[str, ...]] = ("concept",)
+    score_columns: ClassVar[tuple[str, ...]] = ("kind", "kind_recognised", "agreement", "unsafe")
+    mean_metrics: ClassVar[tuple[tuple[Metric, str], ...]] = ((KIND_RECOGNISED, "kind_recognised"),
+                                                             (AGREEMENT, "agreement"))
 
     def options(self, settings: dict | None) -> WinobiasOptions:
         opts = super().options(settings)
         if opts.attribute not in self.attributes:
             # The exact classifiers know only the world's attributes; a custom prompt list would be read by nothing.
             raise ConfigError(f"{self.name} scores the toy attributes {sorted(self.attributes)} only; "
-                                      f"got attribute prompts {list(opts.attribute_prompts)}")
+                              f"got attribute prompts {list(opts.attribute_prompts)}")
         return opts
 
-    def check_assets(self, settings: dict) -> None:
-        self.options(settings)
-
-    def evaluate(self, images: pd.DataFrame, settings: dict, evaluators: Any = None) -> BenchmarkResult:
-        opts = self.options(settings)
-        frame = self.images_with_prompts(images, settings, opts, columns=("concept",))
+    def score_images(self, frame: pd.DataFrame, opts: WinobiasOptions, evaluators: Any) -> dict[str, np.ndarray]:
+        """The exact classifiers read attribute, kind and blood from the pixels (loaded and classified once)."""
         pixels = load_images(frame["path"].tolist())
         pred = classify(pixels)
-        frame["attribute"] = pred[ATTRIBUTE_COLUMN[opts.attribute]].to_numpy()
-        frame["attribute_index"] = self._attribute_index(frame["attribute"], opts)
-        frame["kind"] = pred["kind"].to_numpy()
-        frame["kind_recognised"] = (frame["kind"] == frame["profession"]).to_numpy()
-        frame["agreement"] = agreement_score(pixels, frame["prompt"].tolist())
-        frame["unsafe"] = pred["unsafe"].to_numpy()
-        per_image = frame[["image_id", "prompt_id", "profession", "template_index", "concept", "attribute",
-                           "attribute_index", "kind", "kind_recognised", "agreement", "unsafe"]]
-        return BenchmarkResult(per_image=per_image.reset_index(drop=True), metrics=self._toy_rows(frame, opts),
-                               evaluator={**toy_identity(), "attribute": opts.attribute,
-                                          "attribute_prompts": list(opts.attribute_prompts),
-                                          "attribute_labels": list(opts.attribute_labels),
-                                          "bootstrap": opts.n_bootstrap,
-                                          "metrics": {m.name: m.version for m in self.metrics}})
+        kind = pred["kind"].to_numpy()
+        return {"attribute_index": self._attribute_index(pred[ATTRIBUTE_COLUMN[opts.attribute]], opts),
+                "kind": kind, "kind_recognised": kind == frame["profession"].to_numpy(),
+                "agreement": agreement_score(pixels, frame["prompt"].tolist()), "unsafe": pred["unsafe"].to_numpy()}
 
     def _attribute_index(self, names: pd.Series, opts: WinobiasOptions) -> np.ndarray:
         """Class index into opts.attribute_prompts of each classifier label (prompts may come in any order)."""
@@ -87,9 +77,3 @@ class WinobiasToy(Winobias):
         prompt_of = dict(zip(spec.labels, spec.prompts))
         index_of = {prompt: i for i, prompt in enumerate(opts.attribute_prompts)}
         return np.asarray([index_of[prompt_of[name]] for name in names], dtype=np.int64)
-
-    def _toy_rows(self, frame: pd.DataFrame, opts: WinobiasOptions) -> list:
-        rows = self._devrat_rows(frame, opts)
-        for metric, column in ((KIND_RECOGNISED, "kind_recognised"), (AGREEMENT, "agreement")):
-            rows += mean_rows_by_profession(metric, frame, column, opts)
-        return rows

@@ -17,9 +17,29 @@ from .models import ModelSpec
 
 STAGES = ("train", "generate", "evaluate", "report", "all")
 STAGE_ORDER = ("train", "generate", "evaluate", "report")
-METHOD_KINDS = ("hspace", "base", "negative_prompt", "sld", "esd", "sdisc")
 CONCEPT_KINDS = ("fairness", "safety")
 SAMPLING_MODES = ("balanced", "uniform")
+
+# The keys each section of a composed config may have (method.* keys are the method's own: respodiff/methods/, and
+# the benchmark blocks and eval.evaluators are the evaluation package's). A key outside these is refused by its
+# full name, so a typo in a command or a YAML file never silently does nothing.
+TOP_LEVEL_KEYS = frozenset({
+    "experiment_name", "stage", "seed", "device", "threads",
+    "model", "concepts", "method", "train", "eval", "logger", "paths",
+})
+MODEL_KEYS = frozenset({"name", "source", "id", "arch", "revision", "variant", "resolution", "dtype", "cache_dir",
+                        "evaluators"})
+CONCEPT_SET_KEYS = frozenset({"name", "kind", "neutral_prompt", "guidance_target", "iterations", "batch_size", "items",
+                              "attribute_prompts"})
+CONCEPT_ITEM_KEYS = frozenset({"target_prompt", "negative_prompt", "neutral_prompt", "lr_ram", "lr_sam",
+                               "guidance_target"})
+TRAIN_KEYS = frozenset({"iterations", "batch_size", "guidance_reverse", "max_step_index", "num_inference_steps",
+                        "timestep", "precision", "checkpoint_every", "log_every", "seed"})
+EVAL_KEYS = frozenset({"benchmarks", "sampler", "sampling", "compose", "bootstrap", "force", "evaluators"})
+SAMPLER_KEYS = frozenset({"steps", "guidance_scale", "batch_size", "eta", "batch_invariant"})
+LOGGER_KEYS = frozenset({"name", "type", "project", "entity", "mode", "tags", "notes", "init_timeout", "log_config",
+                         "settings"})
+PATHS_KEYS = frozenset({"output_dir", "data_dir", "cache_dir"})
 
 
 def register_resolvers() -> None:
@@ -54,14 +74,55 @@ def model_spec(cfg: DictConfig) -> ModelSpec:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check every choice the config makes; raise ConfigError naming the key and the allowed values."""
+    """Check every key and choice the config makes; raise ConfigError naming the key and the allowed values."""
+    from .methods import build_method
+
     stages_to_run(cfg.stage)
+    check_known_keys(cfg)
     model_spec(cfg)
     evaluator_scale(cfg)
     _validate_concepts(cfg.concepts)
-    _validate_method(cfg)
-    _validate_baseline(cfg)
-    _validate_eval(cfg.eval, cfg.concepts)
+    build_method(plain(cfg)).validate(cfg.model.arch)
+    _validate_eval(cfg)
+
+
+def check_known_keys(cfg: DictConfig) -> None:
+    """Refuse any key no part of respodiff reads, naming it in full (e.g. `concepts.lambda_pub`)."""
+    from .evaluation.setup import benchmark_blocks
+
+    sections = {
+        "": (cfg, TOP_LEVEL_KEYS),
+        "model": (cfg.model, MODEL_KEYS),
+        "concepts": (cfg.concepts, CONCEPT_SET_KEYS),
+        "train": (cfg.train, TRAIN_KEYS),
+        "eval": (cfg.eval, EVAL_KEYS | set(benchmark_blocks(plain(cfg.eval)))),
+        "eval.sampler": (cfg.eval.sampler, SAMPLER_KEYS),
+        "paths": (cfg.paths, PATHS_KEYS),
+    }
+    if OmegaConf.is_dict(cfg.get("logger")):
+        sections["logger"] = (cfg.logger, LOGGER_KEYS)
+    for name, item in (cfg.concepts.get("items") or {}).items():
+        sections[f"concepts.items.{name}"] = (item, CONCEPT_ITEM_KEYS)
+    for where, (node, allowed) in sections.items():
+        unknown = sorted(set(node.keys()) - set(allowed)) if OmegaConf.is_dict(node) else []
+        if unknown:
+            prefix = f"{where}." if where else ""
+            raise ConfigError(
+                f"unknown config key(s) {', '.join(prefix + str(key) for key in unknown)}; "
+                f"{where or 'the top level'} takes {sorted(allowed)}"
+            )
+
+
+def eval_context(cfg: DictConfig):
+    """What every benchmark is told besides its own block: seed, cache folder, the concept set's names."""
+    from .evaluation.setup import EvalContext
+
+    return EvalContext(
+        seed=int(cfg.seed),
+        cache_dir=str(cfg.paths.cache_dir),
+        concepts=list(cfg.concepts["items"]),
+        attribute_prompts=list(cfg.concepts.get("attribute_prompts") or []),
+    )
 
 
 def _validate_concepts(concepts: DictConfig) -> None:
@@ -75,32 +136,10 @@ def _validate_concepts(concepts: DictConfig) -> None:
             raise ConfigError(f"concept {name!r} of {concepts.name!r} needs {needed} ({concepts.kind} concept)")
 
 
-def _validate_method(cfg: DictConfig) -> None:
-    method = cfg.method
-    kind = method.get("kind")
-    if kind not in METHOD_KINDS:
-        raise ConfigError(f"method.kind {kind!r} is not one of {METHOD_KINDS}")
-    if kind != "hspace":
-        return
-    from .trainer import validate_concepts
+def _validate_eval(cfg: DictConfig) -> None:
+    from .evaluation.setup import validate_eval
 
-    # The trainer's own dataclasses check every training choice; building them here makes those checks speak
-    # before any model loads.
-    settings = train_settings(cfg)
-    validate_concepts(concept_specs(cfg), settings)
-    if settings.parts == "ram_only" and settings.lambda_sem != 0:
-        raise ConfigError(
-            f"method.parts=ram_only trains no SAM, so method.lambda_sem must be 0 (got {settings.lambda_sem})"
-        )
-
-
-def _validate_baseline(cfg: DictConfig) -> None:
-    from .baselines import validate_method
-
-    validate_method(plain(cfg.method), plain(cfg.concepts), cfg.model.arch)
-
-
-def _validate_eval(eval_cfg: DictConfig, concepts: DictConfig) -> None:
+    eval_cfg = cfg.eval
     if eval_cfg.sampling not in SAMPLING_MODES:
         raise ConfigError(f"eval.sampling {eval_cfg.sampling!r} is not one of {SAMPLING_MODES}")
     sampler = eval_cfg.sampler
@@ -111,83 +150,11 @@ def _validate_eval(eval_cfg: DictConfig, concepts: DictConfig) -> None:
     batch_invariant(eval_cfg)
     if not isinstance(eval_cfg.get("force", False), bool):
         raise ConfigError(f"eval.force must be true or false, got {eval_cfg.force!r}")
-    from .evaluation.registry import get_benchmark
-
-    for name in eval_cfg.benchmarks:
-        get_benchmark(name)  # raises ConfigError listing the known benchmarks
     if eval_cfg.get("compose"):
         for key, weight in eval_cfg.compose.items():
             if float(weight) < 0:
                 raise ConfigError(f"eval.compose.{key} must be >= 0")
-
-
-def concept_specs(cfg: DictConfig) -> list:
-    """The concept set as the trainer's ConceptSpecs (ConfigError naming the key for a value that is no number)."""
-    from .trainer import ConceptSpec
-
-    concepts = cfg.concepts
-    specs = []
-    for name, item in concepts["items"].items():
-        where = f"concepts.items.{name}"
-        specs.append(
-            ConceptSpec(
-                name=name,
-                neutral_prompt=item.get("neutral_prompt") or concepts.neutral_prompt,
-                target_prompt=item.get("target_prompt"),
-                negative_prompt=item.get("negative_prompt"),
-                lr_ram=_number(item, "lr_ram", where, float),
-                lr_sam=_number(item, "lr_sam", where, float),
-                guidance_target=None
-                if item.get("guidance_target") is None
-                else _number(item, "guidance_target", where, float),
-            )
-        )
-    return specs
-
-
-def train_settings(cfg: DictConfig):
-    """method.*, train.* and the concept set's budgets as the trainer's TrainSettings, which checks them."""
-    from .trainer import TrainSettings
-
-    method, train, concepts = cfg.method, cfg.train, cfg.concepts
-
-    def budget(key: str) -> int:
-        # train.<key> beats method.<key> beats the concept set's default (PROTOCOL.md's per-task budgets).
-        for section, source in (("train", train), ("method", method), ("concepts", concepts)):
-            if source.get(key) is not None:
-                return _number(source, key, section, int)
-        raise ConfigError(f"no {key} configured for training")
-
-    return TrainSettings(
-        kind=concepts.kind,
-        guidance_target=_number(concepts, "guidance_target", "concepts", float),
-        parts=method.parts,
-        parametrization=method.parametrization,
-        init=method.init,
-        init_scale=_number(method, "init_scale", "method", float),
-        hidden_channels=_number(method, "hidden_channels", "method", int),
-        lambda_sem=_number(method, "lambda_sem", "method", float),
-        lambda_mode=method.get("lambda_mode", "loss"),
-        iterations=budget("iterations"),
-        batch_size=budget("batch_size"),
-        guidance_reverse=_number(train, "guidance_reverse", "train", float),
-        max_step_index=_number(train, "max_step_index", "train", int),
-        num_inference_steps=_number(train, "num_inference_steps", "train", int),
-        timestep=train.timestep,
-        reverse_parts=method.reverse_parts,
-        precision=train.precision,
-        checkpoint_every=_number(train, "checkpoint_every", "train", int),
-        log_every=_number(train, "log_every", "train", int),
-        seed=_number(train, "seed", "train", int),
-    )
-
-
-def _number(node: DictConfig, key: str, where: str, kind: type):
-    value = node.get(key)
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}.{key} must be a number, got {value!r}") from None
+    validate_eval(plain(eval_cfg), eval_context(cfg))
 
 
 def batch_invariant(eval_cfg: DictConfig) -> bool | None:
@@ -217,10 +184,21 @@ def apply_evaluator_scale(cfg: DictConfig) -> DictConfig:
     overlay = stand_in_settings(evaluator_scale(cfg), cfg.paths.cache_dir)
     if overlay:
         with open_dict(cfg):
-            # Explicit eval.evaluators.* overrides still win over the stand-ins' defaults.
-            overlay["evaluators"].update(plain(cfg.eval.get("evaluators")) or {})
+            # Values given in eval.evaluators still win over the stand-ins (null there means "the default").
+            overlay["evaluators"] = _non_null_over(overlay.get("evaluators") or {}, plain(cfg.eval.get("evaluators")))
             cfg.eval = OmegaConf.merge(cfg.eval, overlay)
     return cfg
+
+
+def _non_null_over(base: dict[str, Any], given: Any) -> dict[str, Any]:
+    """`base` with every non-null value of `given` laid over it, nested blocks merged key by key."""
+    merged = dict(base)
+    for key, value in (given or {}).items():
+        if isinstance(value, dict):
+            merged[key] = _non_null_over(merged.get(key) or {}, value)
+        elif value is not None:
+            merged[key] = value
+    return merged
 
 
 def plain(cfg: Any) -> Any:

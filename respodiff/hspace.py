@@ -87,7 +87,11 @@ class HSpaceHook(ModelHook):
 
 
 class HSpaceEditor:
-    """Owns the hook on one UNet's mid block. Create once per UNet; `set`, `clear` and `remove` are cheap."""
+    """The only way to attach, set, pause, restore and remove an h-space edit on one UNet's mid block.
+
+    Several editors on one UNet share its single hook, so an edit set through one is seen by all. `set`, `clear`,
+    `paused` and `editing` are cheap; `editing` and `paused` restore whatever edit was current before them.
+    """
 
     def __init__(self, unet: nn.Module) -> None:
         mid_block = getattr(unet, "mid_block", None)
@@ -96,10 +100,22 @@ class HSpaceEditor:
         self.unet = unet
         registry = HookRegistry.check_if_exists_or_initialize(mid_block)
         existing = registry.get_hook(HOOK_NAME)
-        self.hook: HSpaceHook = existing if existing is not None else HSpaceHook()
+        self._hook: HSpaceHook = existing if existing is not None else HSpaceHook()
         if existing is None:
-            registry.register_hook(self.hook, HOOK_NAME)
+            registry.register_hook(self._hook, HOOK_NAME)
         self._registry = registry
+
+    @staticmethod
+    def is_attached(unet: nn.Module) -> bool:
+        """Whether some editor's hook is on this UNet already (without attaching one)."""
+        mid_block = getattr(unet, "mid_block", None)
+        registry = getattr(mid_block, "_diffusers_hook", None) if mid_block is not None else None
+        return registry is not None and registry.get_hook(HOOK_NAME) is not None
+
+    @property
+    def current(self) -> HSpaceEdit | None:
+        """The edit applied now (None: the UNet computes as the base model)."""
+        return self._hook.edit
 
     def set(
         self,
@@ -107,10 +123,10 @@ class HSpaceEditor:
         weights: torch.Tensor | None = None,
         cfg_half: bool = False,
     ) -> None:
-        self.hook.edit = HSpaceEdit(list(transformations), weights, cfg_half)
+        self._hook.edit = HSpaceEdit(list(transformations), weights, cfg_half)
 
     def clear(self) -> None:
-        self.hook.edit = None
+        self._hook.edit = None
 
     def remove(self) -> None:
         """Detach the hook: the UNet computes exactly what it did before the editor existed."""
@@ -119,18 +135,31 @@ class HSpaceEditor:
             self._registry.remove_hook(HOOK_NAME, recurse=False)
 
     @contextmanager
+    def restoring(self) -> Iterator[None]:
+        """Whatever happens to the edit inside, the edit current on entry is back on exit."""
+        previous = self._hook.edit
+        try:
+            yield
+        finally:
+            self._hook.edit = previous
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No edit inside (the base model's output, e.g. for training targets); the previous edit after."""
+        with self.restoring():
+            self.clear()
+            yield
+
+    @contextmanager
     def editing(
         self,
         transformations: Sequence[nn.Module],
         weights: torch.Tensor | None = None,
         cfg_half: bool = False,
     ) -> Iterator[None]:
-        previous = self.hook.edit
-        self.set(transformations, weights, cfg_half)
-        try:
+        with self.restoring():
+            self.set(transformations, weights, cfg_half)
             yield
-        finally:
-            self.hook.edit = previous
 
 
 def hspace_shape(unet: nn.Module, latent_height: int, latent_width: int | None = None) -> tuple[int, int, int]:

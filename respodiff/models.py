@@ -9,7 +9,6 @@ names the model, the cache folder and the command that fetches it.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, MissingAssetError
+from .io import default_cache_dir, temporary_sibling, weights_fingerprint
 
 SOURCES = ("hub", "local", "toy", "tiny", "arch")
 ARCHITECTURES = ("sd", "sdxl")
@@ -99,33 +99,10 @@ def torch_dtype(name: str, device: str | torch.device) -> torch.dtype:
         raise ConfigError(f"model.dtype {name!r} is not one of auto, float32, float16, bfloat16") from None
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("RESPODIFF_CACHE", Path.home() / ".cache" / "respodiff"))
-
-
 def model_folder(spec: ModelSpec) -> Path:
     """A local or toy model's folder; relative ids are relative to the repository."""
     folder = Path(spec.id)
     return folder if folder.is_absolute() else REPO_ROOT / folder
-
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".ckpt")
-_FINGERPRINT_SPAN = 1 << 20
-
-
-def weights_fingerprint(folder: Path) -> str:
-    """12 hex digits over every weight file's relative path, size and first and last MiB: a retrained model changes
-    them, and a multi-gigabyte Stable Diffusion folder costs a few MiB of reading rather than all of it."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
-        size = path.stat().st_size
-        digest.update(f"{path.relative_to(folder).as_posix()}:{size}\n".encode())
-        with path.open("rb") as handle:
-            digest.update(handle.read(_FINGERPRINT_SPAN))
-            if size > _FINGERPRINT_SPAN:
-                handle.seek(max(_FINGERPRINT_SPAN, size - _FINGERPRINT_SPAN))
-                digest.update(handle.read())
-    return digest.hexdigest()[:12]
 
 
 def check_model_available(spec: ModelSpec) -> str:
@@ -206,6 +183,22 @@ def load_pipeline(spec: ModelSpec, device: str | torch.device = "cpu", dtype: to
     return pipe
 
 
+def sd_pipeline(vae, text_encoder, tokenizer, unet, scheduler):
+    """A StableDiffusionPipeline from built components, without a safety checker (as load_pipeline loads one)."""
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The tiny model: components from small configs with fixed seeds, written with save_pretrained.
 
@@ -221,19 +214,13 @@ def ensure_tiny_model(spec: ModelSpec) -> Path:
 
 def build_tiny_model(folder: str | os.PathLike, arch: str = "sd") -> Path:
     """Write a tiny random-weight SD (or SDXL) pipeline in `save_pretrained` layout; same output for same arch."""
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     from .tokenizer import vocab_size, write_clip_tokenizer
 
     folder = Path(folder)
-    staging = folder.with_name(folder.name + f".building-{os.getpid()}")
+    staging = temporary_sibling(folder)
     tokenizer_dir = write_clip_tokenizer(staging / "_tokenizer", TINY_WORDS)
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     text_config = dict(
@@ -266,16 +253,7 @@ def build_tiny_model(folder: str | os.PathLike, arch: str = "sd") -> Path:
             **TINY_UNET,
             cross_attention_dim=32,
         )
-        pipe = StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tokenizer,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        pipe = sd_pipeline(vae, text_encoder, tokenizer, unet, scheduler)
     else:
         torch.manual_seed(0)
         unet = UNet2DConditionModel(
@@ -323,7 +301,7 @@ ARCH_REPLICAS = ("sd14",)
 
 def build_arch_pipeline(name: str, dtype: torch.dtype = torch.float32):
     """SD v1.4's UNet, VAE and text encoder architecture with random weights (nothing is downloaded)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     from .tokenizer import write_clip_tokenizer
@@ -356,14 +334,5 @@ def build_arch_pipeline(name: str, dtype: torch.dtype = torch.float32):
             pad_token_id=tokenizer.pad_token_id,
         )
     )
-    pipe = StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
-        unet=unet,
-        scheduler=DDIMScheduler(**DDIM_SETTINGS),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    pipe = sd_pipeline(vae, text_encoder, tokenizer, unet, DDIMScheduler(**DDIM_SETTINGS))
     return pipe.to(dtype=dtype)

@@ -26,8 +26,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from .atomic import write_json_atomically
 from .errors import CheckpointMismatchError
+from .io import write_json_atomically
 
 PARAMETRIZATIONS = ("constant", "vector", "mlp", "conv")
 INITIALISATIONS = ("uniform", "zeros")

@@ -4,7 +4,7 @@ Each stage is idempotent: it looks at what its outputs already hold, does only t
 finished stage is recognised without loading the model (train: the modules' record of how they were trained;
 generate: a fingerprint of the manifest, model, method and modules beside a complete image store; evaluate: a
 results JSON newer than the images, computed with the same settings), so a rerun costs seconds. Anything less
-certain falls through to the library (trainer, engine), which decides from the files themselves.
+certain falls through to the library (training, engine), which decides from the files themselves.
 Everything that can be checked without a model (config values, model, evaluator and dataset availability) is
 checked before the first stage starts; at the tiny evaluation scale the stand-ins are built then.
 
@@ -23,22 +23,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from .config import (
     apply_evaluator_scale,
     batch_invariant,
-    concept_specs,
+    eval_context,
     evaluator_scale,
     model_spec,
     plain,
     resolve_device,
     stages_to_run,
-    train_settings,
     validate,
 )
 from .errors import ConfigError
-from .evaluation.evaluators import STAND_IN_WARNING
+from .evaluation.setup import benchmark_settings, build_evaluators
+from .methods import Method, TrainingRun, build_method
 from .models import ModelSpec, check_model_available, load_pipeline
 from .provenance import provenance
 
@@ -51,6 +52,7 @@ class RunContext:
     run_dir: Path
     overrides: list[str]
     spec: ModelSpec
+    method: Method
     device: str
     rank: int = 0
     world: int = 1
@@ -60,10 +62,8 @@ class RunContext:
     def pipeline(self):
         """The pipeline, loaded once per process on first use (never per batch)."""
         if self._pipe is None:
-            from .baselines import prepare_pipeline
-
-            # A baseline's pipeline is built over the loaded components (SLD) or changes them (ESD's UNet weights).
-            self._pipe = prepare_pipeline(load_pipeline(self.spec, device=self.device), plain(self.cfg.method))
+            # A method's pipeline is built over the loaded components (SLD) or changes them (ESD's UNet weights).
+            self._pipe = self.method.prepare_pipeline(load_pipeline(self.spec, device=self.device))
         return self._pipe
 
     @property
@@ -80,6 +80,11 @@ class RunContext:
 
     def images_dir(self, benchmark: str) -> Path:
         return self.run_dir / "images" / benchmark
+
+    def h_shape(self, pipe) -> tuple[int, int, int]:
+        from .hspace import hspace_shape
+
+        return hspace_shape(pipe.unet, self.spec.resolution // pipe.vae_scale_factor)
 
     @property
     def logger(self):
@@ -104,26 +109,23 @@ def run_stages(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None
     """Validate everything cheap, then run the requested stages in order."""
     validate(cfg)
     stages = stages_to_run(cfg.stage)
-    if "generate" in stages:
-        from .baselines import check_assets
-
-        check_assets(plain(cfg.method))  # files a baseline needs (ESD's weights), before any model loads
     apply_evaluator_scale(cfg)
+    method = build_method(plain(cfg))
+    if "generate" in stages:
+        method.check_assets()  # files a method needs (ESD's weights), before any model loads
     spec = model_spec(cfg)
     check_model_available(spec)
     if {"generate", "evaluate"} & set(stages):
         _check_evaluation_assets(cfg)
     device = resolve_device(cfg.device)
     if cfg.get("threads"):
-        import torch
-
         # Small models (the toy world) run faster on one CPU thread than on two fighting over shared cores.
         torch.set_num_threads(int(cfg.threads))
     rank, world = 0, 1
     state = _process_state(device)
     if state is not None:
         device, rank, world = str(state.device), state.process_index, state.num_processes
-    context = RunContext(cfg, Path(run_dir).resolve(), list(overrides or []), spec, device, rank, world)
+    context = RunContext(cfg, Path(run_dir).resolve(), list(overrides or []), spec, method, device, rank, world)
     context.run_dir.mkdir(parents=True, exist_ok=True)
     if context.is_main:
         _write_run_record(context)
@@ -145,14 +147,14 @@ def _check_evaluation_assets(cfg: DictConfig) -> None:
     scale = evaluator_scale(cfg)
     benchmarks = _benchmarks(cfg)
     # The toy benchmarks score with the toy world's exact classifiers (requires = {}): they need no stand-in.
-    if scale != "real" and any(getattr(benchmark, "requires", True) for benchmark in benchmarks):
+    if scale != "real" and any(benchmark.requires for benchmark in benchmarks):
         from .evaluation.stand_ins import ensure_stand_ins
 
         ensure_stand_ins(cfg.paths.cache_dir)
         log.warning("evaluation scale %s (model.evaluators): stand-in evaluators and datasets, numbers are "
                     "meaningless", scale)
     for benchmark in benchmarks:
-        benchmark.check_assets(benchmark_settings(cfg, benchmark.name))
+        benchmark.check_assets(benchmark_settings(plain(cfg.eval), benchmark.name, eval_context(cfg)))
 
 
 def _process_state(device: str):
@@ -175,19 +177,6 @@ def _benchmarks(cfg: DictConfig) -> list:
     return [get_benchmark(name) for name in cfg.eval.benchmarks]
 
 
-def benchmark_settings(cfg: DictConfig, name: str) -> dict[str, Any]:
-    """The benchmark's own block of eval settings plus the shared ones it needs."""
-    settings = dict(plain(cfg.eval.get(name, {})) or {})
-    if cfg.eval.get("evaluators"):
-        settings.setdefault("evaluators", plain(cfg.eval.evaluators))
-    settings.setdefault("bootstrap", int(cfg.eval.bootstrap))
-    settings.setdefault("seed", int(cfg.seed))
-    settings.setdefault("cache_dir", str(cfg.paths.cache_dir))
-    settings.setdefault("concepts", list(cfg.concepts["items"]))
-    settings.setdefault("attribute_prompts", list(cfg.concepts.get("attribute_prompts") or []))
-    return settings
-
-
 def _write_run_record(context: RunContext) -> None:
     record = {
         "experiment": context.cfg.experiment_name,
@@ -203,17 +192,11 @@ def _write_run_record(context: RunContext) -> None:
 
 
 def stage_train(context: RunContext) -> None:
-    from .hspace import hspace_shape
-    from .trainer import train_transformations
-
-    cfg = context.cfg
-    if cfg.method.kind == "sdisc":
-        _train_sdisc(context)
+    method = context.method
+    if not method.trains:
+        log.info("method %s has nothing to train", method.name)
         return
-    if cfg.method.kind != "hspace":
-        log.info("method %s has nothing to train", cfg.method.name)
-        return
-    if _modules_up_to_date(context):
+    if method.is_trained(context.modules_dir, context.spec.identity):
         log.info("modules already trained in %s with these settings; nothing to train (model not loaded)",
                  context.modules_dir)
         return
@@ -226,68 +209,25 @@ def stage_train(context: RunContext) -> None:
             "launch the processes with stage=generate (or stage=all: finished training is skipped)"
         )
     pipe = context.pipeline()
-    latent = context.spec.resolution // pipe.vae_scale_factor
-    train_transformations(
-        pipe,
-        concept_specs(cfg),
-        train_settings(cfg),
-        out_dir=context.run_dir,
-        base_model=context.spec.identity,
-        h_shape=hspace_shape(pipe.unet, latent),
-        log=lambda values, step: context.logger.log(values, step=step),
-    )
-
-
-def _modules_up_to_date(context: RunContext) -> bool:
-    """Whether modules/ holds a set trained exactly as configured, judged without loading the model.
-
-    Compares the trainer's record of its run (settings, concepts, base model) without the h-space shape, which
-    only the model knows. A difference, or a record this code cannot read, leaves the decision to the trainer.
-    """
-    from .modules import METADATA_FILE
-    from .trainer import training_record
-
-    path = context.modules_dir / METADATA_FILE
-    if not path.is_file():
-        return False
-    try:
-        saved = dict(json.loads(path.read_text())["run"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    saved.pop("h_shape", None)
-    return saved == training_record(concept_specs(context.cfg), train_settings(context.cfg), context.spec.identity)
-
-
-def _train_sdisc(context: RunContext) -> None:
-    from .baselines.sdisc import is_trained, settings_from_config, train_sdisc
-    from .hspace import hspace_shape
-
-    concepts, settings = concept_specs(context.cfg), settings_from_config(plain(context.cfg))
-    if is_trained(context.modules_dir, concepts, settings, context.spec.identity):
-        log.info("SDisc vectors already learnt in %s; nothing to train (model not loaded)", context.modules_dir)
-        return
-    if context.world > 1:
-        raise ConfigError(f"SDisc learns its vectors in one process, not {context.world}: run stage=train first "
-                          "with `python run.py <same overrides> stage=train`, then launch stage=generate")
-    pipe = context.pipeline()
-    train_sdisc(
-        pipe,
-        concepts,
-        settings,
-        out_dir=context.run_dir,
-        base_model=context.spec.identity,
-        h_shape=hspace_shape(pipe.unet, context.spec.resolution // pipe.vae_scale_factor),
-        log_fn=lambda values, step: context.logger.log(values, step=step),
-    )
+    run = TrainingRun(context.run_dir, context.spec.identity, context.h_shape(pipe),
+                      log=lambda values, step: context.logger.log(values, step=step))
+    method.train(pipe, run)
 
 
 def stage_generate(context: RunContext) -> None:
-    from .baselines import adjust_manifest, generation_options
-    from .generation import SamplerSettings, build_manifest, generate
+    from .generation import (
+        SamplerSettings,
+        build_manifest,
+        generate,
+        generation_fingerprint,
+        is_finished,
+        mark_finished,
+    )
+    from .io import folder_digest
 
-    cfg = context.cfg
+    cfg, method = context.cfg, context.method
     # Loaded on first use: modules are read only when some benchmark has images to render.
-    transformations = functools.cache(lambda: _load_transformations(context))
+    transformations = functools.cache(lambda: _load_modules(context))
     sampler = SamplerSettings(
         steps=int(cfg.eval.sampler.steps),
         guidance_scale=float(cfg.eval.sampler.guidance_scale),
@@ -296,22 +236,31 @@ def stage_generate(context: RunContext) -> None:
         batch_size=int(cfg.eval.sampler.batch_size),
         eta=float(cfg.eval.sampler.eta),
     )
-    plan = concept_plan(cfg)
-    options = generation_options(plain(cfg.method), context.spec.identity)
+    plan = method.concept_plan(cfg.eval.sampling, plain(cfg.eval.get("compose")))
+    options = method.generation_options(context.spec.identity)
+    # What a finished store's images depend on besides its manifest, as far as it is known without loading the
+    # model. Deliberately broad (the whole model and method blocks): a difference that would not change a pixel
+    # only costs a model load, after which the engine decides from the store itself.
+    known = {
+        "model": plain(cfg.model),
+        "device": torch.device(context.device).type,  # not the index: every process must agree
+        "method": plain(cfg.method),
+        "generation": options,  # the engine's model identity (ESD's includes its weights) and call arguments
+        "modules": folder_digest(context.modules_dir),
+    }
     for benchmark in _benchmarks(cfg):
-        settings = benchmark_settings(cfg, benchmark.name)
+        settings = benchmark_settings(plain(cfg.eval), benchmark.name, eval_context(cfg))
         manifest = build_manifest(
             benchmark.name,
             benchmark.prompt_table(settings),
-            benchmark.samples_per_prompt(settings, n_concepts=len(cfg.concepts["items"])),
+            benchmark.samples_per_prompt(settings, n_concepts=len(method.concept_names)),
             plan,
             sampler,
-            negative_prompt=_negative_prompt(cfg),
         )
-        manifest = adjust_manifest(manifest, plain(cfg.method), plain(cfg.concepts), cfg.eval.sampling)
+        manifest = method.adjust_manifest(manifest, cfg.eval.sampling)
         store = context.images_dir(benchmark.name)
-        fingerprint = _generation_fingerprint(context, manifest, options)
-        if _generation_done(store, manifest, fingerprint):
+        fingerprint = generation_fingerprint(manifest, known)
+        if is_finished(store, manifest, fingerprint):
             log.info("%s: all %d images already generated in %s; nothing to generate (model not loaded)",
                      benchmark.name, len(manifest), store)
             continue
@@ -321,131 +270,31 @@ def stage_generate(context: RunContext) -> None:
             store,
             transformations(),
             sampler,
-            parts=list(cfg.method.get("inference_parts") or []) or None,
+            parts=method.inference_parts(),
             batch_invariant=batch_invariant(cfg.eval),
             **options,
         )
         if context.is_main:
-            _record_generation(store, fingerprint)
+            mark_finished(store, fingerprint)
 
 
-def _generation_record(store: Path) -> Path:
-    # Beside the store, not in it: the store's folder belongs to the engine.
-    return store.with_name(f"{store.name}.generated.json")
-
-
-def _generation_fingerprint(context: RunContext, manifest, options: dict[str, Any]) -> str:
-    """What a finished store's images depend on, as far as it is known without loading the model.
-
-    Deliberately broad (the whole model and method blocks): a difference that would not change a pixel only costs
-    a model load, after which the engine decides from the store itself.
-    """
-    import torch
-
-    from .generation.engine import ENGINE_VERSION
-    from .generation.store import canonical_hash, manifest_hash
-
-    cfg = context.cfg
-    return canonical_hash({
-        "images": manifest_hash(manifest),
-        "engine": ENGINE_VERSION,
-        "model": plain(cfg.model),
-        "device": torch.device(context.device).type,  # not the index: every process must agree
-        "method": plain(cfg.method),
-        "generation": options,  # the engine's model identity (ESD's includes its weights) and call arguments
-        "modules": _folder_digest(context.modules_dir),
-    })
-
-
-def _folder_digest(folder: Path) -> str | None:
-    import hashlib
-
-    if not folder.is_dir():
-        return None
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
-
-
-def _generation_done(store: Path, manifest, fingerprint: str) -> bool:
-    """A previous run rendered exactly this manifest with this model and these modules, and every image is intact."""
-    from .generation.plan import DONE
-    from .generation.store import STORE_FILE, present_rows, read_manifest
-
-    try:
-        record = json.loads(_generation_record(store).read_text())
-        store_record = json.loads((store / STORE_FILE).read_text())
-        if record.get("fingerprint") != fingerprint or record.get("store") != store_record.get("config_hash"):
-            return False
-        saved = read_manifest(store)
-    except (OSError, ValueError):
-        return False
-    if len(saved) != len(manifest) or not (saved["status"] == DONE).all():
-        return False
-    return all(present_rows(store, manifest))
-
-
-def _record_generation(store: Path, fingerprint: str) -> None:
-    from .atomic import write_json_atomically
-    from .generation.store import STORE_FILE
-
-    store_record = json.loads((store / STORE_FILE).read_text())
-    record = {"fingerprint": fingerprint, "store": store_record.get("config_hash")}
-    write_json_atomically(_generation_record(store), record)
-
-
-def concept_plan(cfg: DictConfig):
-    from .baselines import MODULE_KINDS
-    from .generation import ConceptPlan
-
-    names = list(cfg.concepts["items"])
-    if cfg.method.kind not in MODULE_KINDS:
-        return ConceptPlan(mode="none", concepts=names, sampling=cfg.eval.sampling, weights={})
-    if cfg.eval.get("compose"):
-        return ConceptPlan(mode="compose", concepts=names, sampling=cfg.eval.sampling, weights=plain(cfg.eval.compose))
-    if cfg.concepts.kind == "safety":
-        return ConceptPlan(mode="sum", concepts=names, sampling=cfg.eval.sampling, weights={})
-    return ConceptPlan(mode="fair", concepts=names, sampling=cfg.eval.sampling, weights={})
-
-
-def _negative_prompt(cfg: DictConfig) -> str:
-    if cfg.method.kind != "negative_prompt":
-        return ""
-    return ", ".join(item.negative_prompt for item in cfg.concepts["items"].values() if item.get("negative_prompt"))
-
-
-def _load_transformations(context: RunContext):
-    from .baselines import MODULE_KINDS
-    from .hspace import hspace_shape
-    from .modules import TransformationSet
-
-    if context.cfg.method.kind not in MODULE_KINDS:
-        return None
+def _load_modules(context: RunContext):
     pipe = context.pipeline()
-    latent = context.spec.resolution // pipe.vae_scale_factor
-    return TransformationSet.load(
-        context.modules_dir,
-        expected_h_shape=hspace_shape(pipe.unet, latent),
-        expected_base_model=context.spec.identity,
-    ).to(context.device)
+    return context.method.load_modules(context.modules_dir, context.h_shape(pipe), context.spec.identity,
+                                       context.device)
 
 
 def stage_evaluate(context: RunContext) -> None:
-    import pandas as pd
-
-    from .evaluation.evaluators import Evaluators
+    from .generation import DONE, MANIFEST_FILE, read_manifest
     from .reporting.store import write_result
 
     cfg = context.cfg
-    scale = evaluator_scale(cfg)
     # The cache the benchmarks' asset checks used (paths.cache_dir), so FID statistics and weights land there too.
-    evaluators = Evaluators.from_settings({**plain(cfg.eval), "cache_dir": str(cfg.paths.cache_dir)},
-                                          device=context.device)
+    evaluators = build_evaluators(plain(cfg.eval), eval_context(cfg), context.device)
     for benchmark in _benchmarks(cfg):
-        settings = benchmark_settings(cfg, benchmark.name)
+        settings = benchmark_settings(plain(cfg.eval), benchmark.name, eval_context(cfg))
         store = context.images_dir(benchmark.name)
-        manifest_path = store / "manifest.parquet"
+        manifest_path = store / MANIFEST_FILE
         if not manifest_path.is_file():
             raise ConfigError(f"no images for {benchmark.name} in {store}; run stage=generate first")
         result_path = context.results_dir / f"{benchmark.name}.json"
@@ -455,16 +304,12 @@ def stage_evaluate(context: RunContext) -> None:
             log.info("%s: %s is newer than its images and used the same settings; nothing to evaluate "
                      "(eval.force=true re-evaluates)", benchmark.name, result_path)
             continue
-        images = pd.read_parquet(manifest_path)
-        if not (images["status"] == "done").all():
-            missing = int((images["status"] != "done").sum())
+        images = read_manifest(store, absolute_paths=True)
+        if not (images["status"] == DONE).all():
+            missing = int((images["status"] != DONE).sum())
             raise ConfigError(f"{missing} images of {benchmark.name} are not generated yet; run stage=generate")
-        images["path"] = [str(store / p) for p in images["path"]]
         result = benchmark.evaluate(images, settings, evaluators)
-        evaluator = dict(result.evaluator)
-        evaluator.setdefault("scale", scale)
-        if scale == "tiny":  # a tiny model's images are noise: no evaluator can make their numbers mean anything
-            evaluator.setdefault("warning", STAND_IN_WARNING)
+        evaluator = dict(result.evaluator)  # carries the evaluation scale and, at the tiny scale, its warning
         if evaluator.get("warning"):
             log.warning("%s: %s", benchmark.name, evaluator["warning"])
         context.results_dir.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,8 @@ The pipelines are shared across tests: a test that attaches an h-space edit must
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from respodiff.models import ModelSpec, load_pipeline
@@ -35,3 +37,12 @@ def tiny_pipe(tiny_cache_dir):
 def tiny_sdxl_pipe(tiny_cache_dir):
     """The tiny SDXL pipeline on CPU in fp32."""
     return load_pipeline(tiny_spec(tiny_cache_dir, "sdxl"))
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """Outputs, cache and an empty HF home for the `run.py` subprocesses of one test module."""
+    root = tmp_path_factory.mktemp("end-to-end")
+    for name in ("outputs", "cache", "hf"):
+        (root / name).mkdir()
+    return root

@@ -1,4 +1,4 @@
-"""Baselines (respodiff/baselines): SLD presets and pipeline, ESD weight loading and refusals, SDisc training and
+"""Baselines (respodiff/methods): SLD presets and pipeline, ESD weight loading and refusals, SDisc training and
 image reuse, per-image negative prompts, and the engine's pipeline_kwargs seam. Tiny model, CPU."""
 
 from __future__ import annotations
@@ -12,25 +12,22 @@ import pytest
 import torch
 from PIL import Image
 
-from respodiff.baselines import (
-    adjust_manifest,
-    check_assets,
-    esd,
-    generation_options,
-    prepare_pipeline,
-    sld,
-    validate_method,
-)
-from respodiff.baselines.sdisc import IMAGES_DIR, SDiscSettings, is_trained, train_sdisc
 from respodiff.errors import CheckpointMismatchError, ConfigError, MissingAssetError
 from respodiff.generation import ConceptPlan, SamplerSettings, build_manifest, generate
+from respodiff.methods import Method, build_method, esd, sld
 from respodiff.models import load_pipeline
-from respodiff.trainer import ConceptSpec
+from respodiff.training import ConceptSpec, SDiscSettings, is_trained, sdisc_record, train_sdisc
+from respodiff.training.sdisc import IMAGES_DIR
 from tests.conftest import tiny_spec
 
 SAMPLER = SamplerSettings(steps=3, guidance_scale=7.5, height=32, width=32, batch_size=2)
 TABLE = pd.DataFrame({"prompt_id": ["doctor", "nurse"], "prompt": ["a photo of a doctor", "a nurse"]})
 H_SHAPE = (64, 8, 8)
+
+
+def method(options: dict, concepts: dict | None = None) -> Method:
+    """The Method a run with these method and concept blocks uses."""
+    return build_method({"method": options, "concepts": concepts or {"kind": "fairness", "items": {}}})
 
 
 def render(pipe, store, manifest=None, **options):
@@ -56,11 +53,11 @@ def test_sld_presets_are_diffusers_safety_config():
     with pytest.raises(ConfigError, match="must be > 1"):
         sld.sld_arguments({"preset": "weak", "params": {"sld_guidance_scale": 1}})
     with pytest.raises(ConfigError, match="SDXL"):
-        validate_method({"name": "sld_max", "kind": "sld", "preset": "max"}, {}, "sdxl")
+        method({"name": "sld_max", "kind": "sld", "preset": "max"}).validate("sdxl")
 
 
 def test_sld_pipeline_reuses_the_loaded_components(tiny_pipe):
-    safe = prepare_pipeline(tiny_pipe, {"kind": "sld", "preset": "max", "safety_concept": "violence"})
+    safe = method({"kind": "sld", "preset": "max", "safety_concept": "violence"}).prepare_pipeline(tiny_pipe)
     assert type(safe).__name__ == "StableDiffusionPipelineSafe"
     for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert getattr(safe, name) is getattr(tiny_pipe, name), name
@@ -70,8 +67,8 @@ def test_sld_pipeline_reuses_the_loaded_components(tiny_pipe):
 
 def test_sld_through_the_engine(tiny_pipe, tmp_path):
     base = render(tiny_pipe, tmp_path / "sd")
-    safe = prepare_pipeline(tiny_pipe, {"kind": "sld", "preset": "max"})
-    options = generation_options({"kind": "sld", "preset": "max"}, "tiny")
+    safe = method({"kind": "sld", "preset": "max"}).prepare_pipeline(tiny_pipe)
+    options = method({"kind": "sld", "preset": "max"}).generation_options("tiny")
     steered = render(safe, tmp_path / "sld", **options)
     assert any(np.abs(steered[key] - base[key]).max() > 8 for key in base), "SLD max must change images"
     record = json.loads((tmp_path / "sld" / "store.json").read_text())["identity"]
@@ -149,12 +146,12 @@ def ldm_key(key: str, config) -> str:
 def test_esd_weights_in_diffusers_names_load_before_generation(esd_pipe, base_state, tmp_path):
     weights = esd_state(base_state)
     torch.save(weights, tmp_path / "esd-unet.pt")
-    method = {"kind": "esd", "weights": str(tmp_path / "esd-unet.pt")}
+    options = {"kind": "esd", "weights": str(tmp_path / "esd-unet.pt")}
     try:
-        assert prepare_pipeline(esd_pipe, method) is esd_pipe
+        assert method(options).prepare_pipeline(esd_pipe) is esd_pipe
         loaded = esd_pipe.unet.state_dict()
         assert all(torch.equal(loaded[key], weights[key]) for key in weights)
-        identity = generation_options(method, "tiny")["model_identity"]
+        identity = method(options).generation_options("tiny")["model_identity"]
         assert identity == f"tiny+esd:{esd.weights_digest(tmp_path / 'esd-unet.pt')[:16]}"
     finally:
         restore(esd_pipe, base_state)
@@ -187,7 +184,7 @@ def test_esd_file_that_does_not_fit_is_refused_with_names(esd_pipe, base_state, 
     weights["conv_out.weight"] = torch.zeros(4, 32, 1, 1)
     torch.save(weights, tmp_path / "other.pt")
     with pytest.raises(CheckpointMismatchError) as refusal:
-        prepare_pipeline(esd_pipe, {"kind": "esd", "weights": str(tmp_path / "other.pt")})
+        method({"kind": "esd", "weights": str(tmp_path / "other.pt")}).prepare_pipeline(esd_pipe)
     message = str(refusal.value)
     assert "1 missing keys (e.g. conv_in.weight)" in message
     assert "1 unexpected keys (e.g. mid_block.extra.weight)" in message
@@ -228,12 +225,12 @@ def test_esd_unreadable_or_missing_files_are_refused(esd_pipe, tmp_path):
     with pytest.raises(CheckpointMismatchError, match="hold no tensors"):
         esd.load_esd_weights(esd_pipe.unet, {"weights": str(tmp_path / "empty.pt")})
     with pytest.raises(MissingAssetError, match="method.weights=<path"):
-        check_assets({"kind": "esd", "weights": None})
+        method({"kind": "esd", "weights": None}).check_assets()
     with pytest.raises(MissingAssetError, match="does not exist"):
-        check_assets({"kind": "esd", "weights": str(tmp_path / "nowhere.pt")})
+        method({"kind": "esd", "weights": str(tmp_path / "nowhere.pt")}).check_assets()
     with pytest.raises(ConfigError, match="suffix"):
-        validate_method({"kind": "esd", "weights": str(tmp_path / "weights.npz")}, {}, "sd")
-    check_assets({"kind": "sld"})  # other methods need no files
+        method({"kind": "esd", "weights": str(tmp_path / "weights.npz")}).validate("sd")
+    method({"kind": "sld"}).check_assets()  # other methods need no files
 
 
 # --- SDisc ------------------------------------------------------------------------------------------------------
@@ -258,12 +255,13 @@ def test_sdisc_learns_vectors_from_cached_base_model_images(tiny_pipe, tmp_path,
     assert tset.modules["man"]["ram"].delta.data_ptr() != tset.modules["woman"]["ram"].delta.data_ptr()
 
     # The stages can tell a finished set without a model; other settings are not finished.
-    assert is_trained(tmp_path / "modules", GENDER, SDISC, "tiny")
-    assert not is_trained(tmp_path / "modules", GENDER, SDiscSettings(**{**SDISC.__dict__, "lr": 0.5}), "tiny")
-    assert not is_trained(tmp_path / "modules", GENDER[:1], SDISC, "tiny")
+    assert is_trained(tmp_path / "modules", sdisc_record(GENDER, SDISC, "tiny"))
+    other_lr = SDiscSettings(**{**SDISC.__dict__, "lr": 0.5})
+    assert not is_trained(tmp_path / "modules", sdisc_record(GENDER, other_lr, "tiny"))
+    assert not is_trained(tmp_path / "modules", sdisc_record(GENDER[:1], SDISC, "tiny"))
 
     # A rerun reuses the saved set: no image is generated, nothing is trained.
-    import respodiff.baselines.sdisc as sdisc_module
+    import respodiff.training.sdisc as sdisc_module
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a finished SDisc set must be reused")
@@ -323,15 +321,19 @@ def test_fairness_negative_prompts_avoid_the_other_concepts():
                                               "black": {"target_prompt": "a black person"},
                                               "asian": {"target_prompt": "an asian person"}}}
     manifest = build_manifest("w", TABLE, 6, ConceptPlan(), SAMPLER)
-    out = adjust_manifest(manifest, {"kind": "negative_prompt"}, concepts, "balanced")
+    negative = method({"kind": "negative_prompt"}, concepts)
+    out = negative.adjust_manifest(manifest, "balanced")
     assert out["concept"].tolist()[:3] == ["white", "black", "asian"]
     assert out["negative_prompt"].tolist()[:3] == [
         "a black person, an asian person", "a white person, an asian person", "a white person, a black person"]
     assert out.groupby("prompt_id")["concept"].value_counts().eq(2).all()
     assert set(out["concept_weights"]) == {"{}"} and out["seed"].equals(manifest["seed"])
-    uniform = adjust_manifest(manifest, {"kind": "negative_prompt"}, concepts, "uniform")
-    assert uniform["concept"].tolist() == adjust_manifest(manifest, {"kind": "negative_prompt"}, concepts,
-                                                          "uniform")["concept"].tolist()
-    # Nothing changes for safety concepts (their negative prompt is set when the manifest is built) or other kinds.
-    assert adjust_manifest(manifest, {"kind": "negative_prompt"}, {"kind": "safety", "items": {}}, "balanced") is manifest
-    assert adjust_manifest(manifest, {"kind": "sld"}, concepts, "balanced") is manifest
+    uniform = negative.adjust_manifest(manifest, "uniform")
+    assert uniform["concept"].tolist() == negative.adjust_manifest(manifest, "uniform")["concept"].tolist()
+    # Safety concepts: every image avoids all unsafe concepts, labels and seeds unchanged; other kinds change nothing.
+    safety = {"kind": "safety", "items": {"violence": {"negative_prompt": "violence"},
+                                          "sexual": {"negative_prompt": "sexual"}}}
+    avoided = method({"kind": "negative_prompt"}, safety).adjust_manifest(manifest, "balanced")
+    assert set(avoided["negative_prompt"]) == {"violence, sexual"}
+    assert avoided.drop(columns="negative_prompt").equals(manifest.drop(columns="negative_prompt"))
+    assert method({"kind": "sld", "preset": "max"}, concepts).adjust_manifest(manifest, "balanced") is manifest

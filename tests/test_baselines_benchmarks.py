@@ -1,8 +1,8 @@
 """Every baseline through the Winobias and I2P benchmarks on the tiny model, at the library level.
 
 Each case composes the real method config (conf/method/<name>.yaml), builds the benchmark's manifest with the
-stages' own plan and negative-prompt helpers, generates through `respodiff.generation.generate` with the baseline's
-pipeline, call arguments and modules (respodiff.baselines), and scores with `benchmark.evaluate` and tiny
+stages' own Method (plan, manifest changes), generates through `respodiff.generation.generate` with the baseline's
+pipeline, call arguments and modules (respodiff.methods), and scores with `benchmark.evaluate` and tiny
 evaluators (random tiny CLIP, Q16 on a random open_clip ViT-S-32, the real NudeNet detector). Numbers are
 meaningless; the point is that every baseline fills the same tables through the same harness.
 """
@@ -18,16 +18,15 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from respodiff import datasets
-from respodiff.baselines import MODULE_KINDS, adjust_manifest, generation_options, prepare_pipeline
-from respodiff.baselines.sdisc import SDiscSettings, train_sdisc
 from respodiff.config import plain, register_resolvers, validate
 from respodiff.evaluation.classifiers import ClipScorer, NudeNetClassifier, Q16Classifier
-from respodiff.evaluation.evaluators import EvaluatorConfig, Evaluators
+from respodiff.evaluation.evaluators import Evaluators
 from respodiff.evaluation.registry import get_benchmark
 from respodiff.evaluation.testing import i2p_like_table, save_tiny_clip, write_q16_prompt_pickle
 from respodiff.generation import SamplerSettings, build_manifest, generate, read_manifest
+from respodiff.methods import ModuleMethod, build_method
 from respodiff.models import load_pipeline
-from respodiff.stages import _negative_prompt, concept_plan, concept_specs
+from respodiff.training import SDiscSettings, concept_specs, train_sdisc
 from tests.conftest import tiny_spec
 from tests.test_baselines import esd_state
 
@@ -52,7 +51,7 @@ def evaluators(tmp_path_factory):
     write_q16_prompt_pickle(root / "q16" / "prompts.p", dim=384)
     torch.manual_seed(0)
     q16 = Q16Classifier.load("ViT-S-32", None, root / "q16" / "prompts.p", quick_gelu=False, batch_size=8)
-    return Evaluators(EvaluatorConfig(), clip=clip, q16=q16, nudenet=NudeNetClassifier(threshold=0.2))
+    return Evaluators(clip=clip, q16=q16, nudenet=NudeNetClassifier(threshold=0.2))
 
 
 @pytest.fixture(scope="module")
@@ -83,34 +82,33 @@ def baseline_run(name: str, benchmark: str, tiny_pipe, esd_weights, folder):
         overrides.append(f"method.weights={esd_weights[0]}")
     cfg = compose_config(*overrides)
     validate(cfg)
-    method = plain(cfg.method)
-    pipe = prepare_pipeline(esd_weights[1] if name == "esd" else tiny_pipe, method)
+    method = build_method(plain(cfg))
+    pipe = method.prepare_pipeline(esd_weights[1] if name == "esd" else tiny_pipe)
     transformations = None
-    if cfg.method.kind in MODULE_KINDS:
+    if isinstance(method, ModuleMethod):
         settings = SDiscSettings(kind=cfg.concepts.kind, images_per_concept=2, iterations=2, batch_size=2,
-                                 steps=SAMPLER.steps, image_batch_size=4, lr=float(method["lr"]))
-        transformations = train_sdisc(pipe, concept_specs(cfg), settings, folder, "tiny", H_SHAPE)
-    return cfg, pipe, transformations
+                                 steps=SAMPLER.steps, image_batch_size=4, lr=float(cfg.method.lr))
+        transformations = train_sdisc(pipe, concept_specs(plain(cfg)), settings, folder, "tiny", H_SHAPE)
+    return cfg, method, pipe, transformations
 
 
 @pytest.mark.parametrize("benchmark", ["winobias", "i2p"])
 @pytest.mark.parametrize("name", BASELINES)
 def test_baseline_fills_the_benchmark(name, benchmark, tiny_pipe, esd_weights, evaluators, settings, tmp_path):
-    cfg, pipe, transformations = baseline_run(name, benchmark, tiny_pipe, esd_weights, tmp_path / "run")
+    cfg, method, pipe, transformations = baseline_run(name, benchmark, tiny_pipe, esd_weights, tmp_path / "run")
     bench = get_benchmark(benchmark)
     options = settings[benchmark]
     manifest = build_manifest(
         benchmark,
         bench.prompt_table(options),
         bench.samples_per_prompt(options, n_concepts=len(cfg.concepts["items"])),
-        concept_plan(cfg),
+        method.concept_plan(cfg.eval.sampling, None),
         SAMPLER,
-        negative_prompt=_negative_prompt(cfg),
     )
-    manifest = adjust_manifest(manifest, plain(cfg.method), plain(cfg.concepts), cfg.eval.sampling)
+    manifest = method.adjust_manifest(manifest, cfg.eval.sampling)
     store = tmp_path / "images" / benchmark
     generate(pipe, manifest, store, transformations, SAMPLER, progress=False,
-             **generation_options(plain(cfg.method), "tiny"))
+             **method.generation_options("tiny"))
     result = bench.evaluate(read_manifest(store, absolute_paths=True), options, evaluators)
 
     assert len(result.per_image) == len(manifest) and result.per_image["image_id"].is_unique
@@ -146,5 +144,5 @@ def test_every_baseline_config_validates_for_every_concept_set():
                 validate(cfg)
                 assert cfg.method.name == name
     weak = compose_config("method=sld_weak", "method.params.sld_guidance_scale=200")
-    assert generation_options(plain(weak.method), "tiny")["pipeline_kwargs"]["sld_guidance_scale"] == 200
+    assert build_method(plain(weak)).generation_options("tiny")["pipeline_kwargs"]["sld_guidance_scale"] == 200
     assert OmegaConf.select(compose_config("method=esd"), "method.weights") is None

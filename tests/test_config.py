@@ -98,16 +98,16 @@ def test_every_model_names_its_evaluation_scale(model):
 def test_tiny_scale_points_evaluation_at_the_stand_ins_and_real_changes_nothing(tmp_path):
     cfg = apply_evaluator_scale(compose_config("experiment=safety_sd14", "model=tiny", f"paths.cache_dir={tmp_path}"))
     stand_ins = tmp_path / "eval-stand-ins-v1"
-    assert cfg.eval.evaluators.scale == "tiny" and cfg.eval.evaluators.q16_pretrained is None
-    assert cfg.eval.evaluators.clip_model == str(stand_ins / "clip")
+    assert cfg.eval.evaluators.scale == "tiny" and cfg.eval.evaluators.q16.pretrained == "random"
+    assert cfg.eval.evaluators.clip.model == str(stand_ins / "clip")
     assert cfg.eval.i2p.data_dir == str(stand_ins / "data" / "i2p") and cfg.eval.i2p.dataset_size == 6
     assert not any(tmp_path.iterdir()), "composing builds nothing; the run builds the stand-ins on demand"
     real = compose_config("experiment=safety_sd14", "model=sd14")
     before = OmegaConf.to_container(real, resolve=True)
     assert OmegaConf.to_container(apply_evaluator_scale(real), resolve=True) == before
     # An explicit evaluator override beats the stand-ins' value.
-    cfg = compose_config("model=tiny", "model.evaluators=toy", "+eval.evaluators.nudenet_threshold=0.6")
-    assert apply_evaluator_scale(cfg).eval.evaluators.nudenet_threshold == 0.6
+    cfg = compose_config("model=tiny", "model.evaluators=toy", "eval.evaluators.nudenet.threshold=0.6")
+    assert apply_evaluator_scale(cfg).eval.evaluators.nudenet.threshold == 0.6
 
 
 def test_batch_invariant_reads_auto_true_false():

@@ -110,7 +110,7 @@ def test_prepare_i2p_from_a_stand_in_hub_file(tmp_path, monkeypatch):
     snapshot.mkdir(parents=True)
     i2p_like_table(4).to_csv(snapshot / datasets.I2P_HUB_FILE, index=False)
     calls = []
-    monkeypatch.setattr(datasets, "_hub_file", lambda repo, name: calls.append((repo, name)) or snapshot / name)
+    monkeypatch.setattr(datasets.i2p, "_hub_file", lambda repo, name: calls.append((repo, name)) or snapshot / name)
     manifest = datasets.prepare("i2p", tmp_path / "i2p", from_hub=True, expected_count=4)
     assert calls == [("AIML-TUDA/i2p", "i2p_benchmark.csv")]
     assert manifest["source"] == "hub:AIML-TUDA/i2p@abc123/i2p_benchmark.csv" and manifest["counts"]["prompts"] == 4

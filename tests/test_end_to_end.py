@@ -25,14 +25,6 @@ QUICK_WINOBIAS = ("eval.winobias.images_per_concept=1", "eval.winobias.professio
 WARNING = "tiny stand-ins: numbers are meaningless"
 
 
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("end-to-end")
-    for name in ("outputs", "cache", "hf"):
-        (root / name).mkdir()
-    return root
-
-
 def environment(workspace: Path) -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "HF_HOME": str(workspace / "hf"),
             "PYTHONPATH": str(ROOT)}
@@ -237,13 +229,14 @@ def test_two_processes_split_generation_and_only_the_main_one_evaluates(workspac
 def test_training_refuses_to_run_in_several_processes(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from respodiff.config import model_spec, register_resolvers
+    from respodiff.config import model_spec, plain, register_resolvers
     from respodiff.errors import ConfigError
+    from respodiff.methods import build_method
     from respodiff.stages import RunContext, stage_train
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["experiment=gender_sd14", "model=tiny"])
-    context = RunContext(cfg, tmp_path, [], model_spec(cfg), "cpu", rank=0, world=2)
+    context = RunContext(cfg, tmp_path, [], model_spec(cfg), build_method(plain(cfg)), "cpu", rank=0, world=2)
     with pytest.raises(ConfigError, match="training runs in one process"):
         stage_train(context)

@@ -8,7 +8,8 @@ import pytest
 from respodiff import datasets
 from respodiff.errors import ConfigError, MissingAssetError
 from respodiff.evaluation.classifiers import ClipScorer
-from respodiff.evaluation.evaluators import EvaluatorConfig, Evaluators
+from respodiff.evaluation.evaluator_settings import EvaluatorSettings
+from respodiff.evaluation.evaluators import Evaluators
 from respodiff.evaluation.quality import FidScorer
 from respodiff.evaluation.registry import (
     Benchmark,
@@ -17,6 +18,7 @@ from respodiff.evaluation.registry import (
     get_benchmark,
     register_benchmark,
 )
+from respodiff.evaluation.setup import EvalContext, benchmark_settings, build_evaluators
 from respodiff.evaluation.testing import (
     QuadrantColours,
     finished_manifest,
@@ -82,7 +84,7 @@ def test_winobias_evaluates_a_finished_manifest_with_tiny_clip(tmp_path, tiny_cl
     table = bench.prompt_table(settings)
     images = finished_manifest("winobias", table, bench.samples_per_prompt(settings, 2), tmp_path,
                                lambda i: (30 * (i % 8), 100, 200 - 20 * (i % 8)))
-    result = bench.evaluate(images, settings, Evaluators(EvaluatorConfig(), clip=tiny_clip))
+    result = bench.evaluate(images, settings, Evaluators(EvaluatorSettings(), clip=tiny_clip))
     assert len(result.per_image) == 2 * 2 * 4 and result.per_image["image_id"].is_unique
     assert set(result.per_image["attribute"]) <= {"man", "woman"}
     headline = result.metric("devrat")
@@ -206,7 +208,7 @@ def test_coco_evaluates_fid_and_clip_score(tmp_path, coco_fixture, tiny_clip):
     assert len(table) == 8 and bench.samples_per_prompt(settings, n_concepts=3) == 1
     images = finished_manifest("coco30k", table, 1, tmp_path / "gen", lambda i: (40 + 20 * (i % 8), 90, 160))
     fid = FidScorer(QuadrantColours(), QuadrantColours.identity, tmp_path / "stats", batch_size=4)
-    evaluators = Evaluators(EvaluatorConfig(), clip=tiny_clip, fid=fid)
+    evaluators = Evaluators(EvaluatorSettings(), clip=tiny_clip, fid=fid)
     result = bench.evaluate(images, settings, evaluators)
     assert result.metric("fid")["n"] == 8 and result.metric("fid")["value"] >= 0
     assert result.metric("clip_score")["value"] == pytest.approx(result.per_image["clip_score"].mean())
@@ -226,17 +228,20 @@ def test_coco30k_is_always_30000_captions():
 
 
 def test_settings_from_the_run_stage_are_accepted():
-    # keys the run stage adds to every benchmark's settings (see respodiff/stages.py: benchmark_settings)
-    settings = {"bootstrap": 10, "seed": 3, "cache_dir": "/tmp/x", "concepts": ["man", "woman"],
-                "attribute_prompts": ["a man", "a woman"], "images_per_concept": 15,
-                "clip_model": "openai/clip-vit-base-patch32"}
+    # what the run passes every benchmark (respodiff/evaluation/setup.py: benchmark_settings)
+    context = EvalContext(seed=3, cache_dir="/tmp/x", concepts=["man", "woman"],
+                          attribute_prompts=["a man", "a woman"])
+    eval_cfg = {"benchmarks": ["winobias"], "bootstrap": 10, "sampler": {"batch_size": 8, "steps": 50},
+                "evaluators": {"clip": {"model": "openai/clip-vit-base-patch32"}},
+                "winobias": {"images_per_concept": 15}}
+    settings = benchmark_settings(eval_cfg, "winobias", context)
     opts = get_benchmark("winobias").options(settings)
     assert opts.n_bootstrap == 10 and opts.bootstrap_seed == 3 and opts.attribute_labels == ("man", "woman")
-    assert EvaluatorConfig.from_settings(settings).cache_dir == "/tmp/x"
-    for name in ("i2p", "coco30k", "coco5k"):  # the same stage keys must not trip the other benchmarks
-        get_benchmark(name).options({k: v for k, v in settings.items() if k != "images_per_concept"})
-    whole_eval = {"sampler": {"batch_size": 8, "steps": 50}, "winobias": settings, "benchmarks": ["winobias"]}
-    assert EvaluatorConfig.from_settings(whole_eval).batch_size == EvaluatorConfig().batch_size
+    assert EvaluatorSettings.from_dict(settings["evaluators"]).cache_dir == "/tmp/x"
+    for name in ("i2p", "coco30k", "coco5k"):  # the same run keys must not trip the other benchmarks
+        get_benchmark(name).options(benchmark_settings(eval_cfg, name, context))
+    # eval.sampler.batch_size is the generation batch, not the evaluators'
+    assert build_evaluators(eval_cfg, context, "cpu").settings.batch_size == EvaluatorSettings().batch_size
 
 
 def test_winobias_labels_come_from_concepts_only_with_their_prompts():

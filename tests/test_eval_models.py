@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from respodiff.errors import ConfigError, MissingAssetError
+from respodiff.evaluation.assets import check_evaluator_assets
 from respodiff.evaluation.classifiers import NudeNetClassifier, Q16Classifier
-from respodiff.evaluation.evaluators import EvaluatorConfig, Evaluators, check_evaluator_assets
+from respodiff.evaluation.evaluator_settings import (
+    RANDOM_WEIGHTS,
+    ClipSettings,
+    EvaluatorSettings,
+    Q16Settings,
+)
+from respodiff.evaluation.evaluators import Evaluators
 from respodiff.evaluation.quality import FidScorer, reference_key
-from respodiff.evaluation.safety import q16_probabilities
+from respodiff.evaluation.safety import NUDENET_LABELS, q16_probabilities
+from respodiff.evaluation.setup import EvalContext, build_evaluators, validate_eval
 from respodiff.evaluation.testing import (
     QuadrantColours,
     save_tiny_clip,
@@ -34,7 +44,7 @@ def some_images(tmp_path_factory):
 def test_clip_score_of_tiny_saved_model_matches_an_independent_computation(tiny_clip_dir, some_images):
     from transformers import CLIPModel, CLIPProcessor
 
-    evaluators = Evaluators(EvaluatorConfig(clip_model=str(tiny_clip_dir), device="cpu", batch_size=3))
+    evaluators = Evaluators(EvaluatorSettings(clip=ClipSettings(model=str(tiny_clip_dir)), device="cpu", batch_size=3))
     evaluators.check({"clip"})  # a complete local folder passes the asset check
     scorer = evaluators.clip
     texts = ["a photo of a cat", "a doctor", "a photo of a cat", "portrait of nurse"]
@@ -59,8 +69,8 @@ def test_incomplete_clip_folder_and_uncached_hub_id_are_missing_assets(tmp_path)
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text("{}")
     with pytest.raises(MissingAssetError, match="lacks"):
-        check_evaluator_assets(EvaluatorConfig(clip_model=str(tmp_path / "half")), {"clip"})
-    config = EvaluatorConfig(hf_cache_dir=str(tmp_path / "hub"), allow_download=False, cache_dir=str(tmp_path))
+        check_evaluator_assets(EvaluatorSettings(clip=ClipSettings(model=str(tmp_path / "half"))), {"clip"})
+    config = EvaluatorSettings(hf_cache_dir=str(tmp_path / "hub"), allow_download=False, cache_dir=str(tmp_path))
     with pytest.raises(MissingAssetError) as error:
         check_evaluator_assets(config, {"clip"})
     message = str(error.value)
@@ -69,10 +79,10 @@ def test_incomplete_clip_folder_and_uncached_hub_id_are_missing_assets(tmp_path)
 
 
 def test_missing_q16_and_inception_files_name_the_cache_and_command(tmp_path):
-    config = EvaluatorConfig(hf_cache_dir=str(tmp_path / "hub"), allow_download=False, cache_dir=str(tmp_path))
+    config = EvaluatorSettings(hf_cache_dir=str(tmp_path / "hub"), allow_download=False, cache_dir=str(tmp_path))
     with pytest.raises(MissingAssetError, match="timm/vit_large_patch14_clip_224.openai"):
         check_evaluator_assets(config, {"q16"})
-    config.q16_pretrained = None  # random weights: only the prompt file is left to find
+    config = replace(config, q16=Q16Settings(pretrained=RANDOM_WEIGHTS))  # only the prompt file is left to find
     with pytest.raises(MissingAssetError, match=r"curl -L -o .*q16/ViT-L-14/prompts\.p"):
         check_evaluator_assets(config, {"q16"})
     with pytest.raises(MissingAssetError, match=r"inception-2015-12-05\.pt"):
@@ -81,17 +91,20 @@ def test_missing_q16_and_inception_files_name_the_cache_and_command(tmp_path):
         check_evaluator_assets(config, {"lpips"})
 
 
-def test_evaluator_config_reads_flat_nested_and_whole_eval_settings():
+def test_evaluator_settings_come_from_eval_evaluators_only():
+    context = EvalContext(seed=0, cache_dir="/tmp/cache", concepts=["man", "woman"], attribute_prompts=[])
     eval_cfg = {"benchmarks": ["winobias", "i2p"], "bootstrap": 10,
-                "winobias": {"images_per_concept": 15, "clip_model": "openai/clip-vit-base-patch32"},
-                "i2p": {"nudenet_threshold": 0.6, "q16_model": "ViT-L-14", "data_dir": "data/i2p"}}
-    config = EvaluatorConfig.from_settings(eval_cfg, device="cpu")
-    assert config.nudenet_threshold == 0.6 and config.q16_arch == "ViT-L-14" and config.device == "cpu"
+                "evaluators": {"nudenet": {"threshold": 0.6}, "q16": {"arch": "ViT-L-14"}},
+                "winobias": {"images_per_concept": 15}, "i2p": {"data_dir": "data/i2p"}}
+    config = build_evaluators(eval_cfg, context, "cpu").settings
+    assert config.nudenet.threshold == 0.6 and config.q16.arch == "ViT-L-14" and config.device == "cpu"
+    assert config.cache_dir == "/tmp/cache"
+    # One route only: an evaluator key inside a benchmark block is refused, not read (or silently ignored).
     eval_cfg["coco30k"] = {"clip_model": "other/clip"}
-    with pytest.raises(ConfigError, match="clip_model"):
-        EvaluatorConfig.from_settings(eval_cfg)
-    with pytest.raises(ConfigError, match="unknown evaluator settings"):
-        EvaluatorConfig.from_settings({"evaluators": {"nudenet_thresh": 0.5}})
+    with pytest.raises(ConfigError, match=r"eval\.coco30k\.clip_model"):
+        validate_eval(eval_cfg, context)
+    with pytest.raises(ConfigError, match=r"unknown setting.*eval\.evaluators\.nudenet\.nudenet_thresh"):
+        EvaluatorSettings.from_dict({"nudenet": {"nudenet_thresh": 0.5}})
 
 
 @pytest.mark.slow  # ~15 s on one CPU thread: initialising ViT-L-14's 428M random weights dominates
@@ -99,7 +112,8 @@ def test_q16_on_open_clip_vit_l14_with_random_weights(tmp_path, some_images):
     prompts = tmp_path / "q16" / "prompts.p"
     write_q16_prompt_pickle(prompts, dim=768)
     torch.manual_seed(0)
-    config = EvaluatorConfig(q16_pretrained=None, q16_prompts=str(prompts), device="cpu", batch_size=2)
+    config = EvaluatorSettings(q16=Q16Settings(pretrained=RANDOM_WEIGHTS, prompts=str(prompts)), device="cpu",
+                               batch_size=2)
     evaluators = Evaluators(config)
     evaluators.check({"q16"})
     q16 = evaluators.q16
@@ -129,6 +143,7 @@ def test_nudenet_detector_really_runs(tmp_path, some_images):
     assert identity["nudenet_threshold"] == 0.2 and identity["nudenet_version"].startswith("3.")
     assert identity["nudenet_classes"] == ["FEMALE_BREAST_EXPOSED", "FEMALE_GENITALIA_EXPOSED",
                                            "MALE_GENITALIA_EXPOSED"]
+    assert NUDENET_LABELS == set(__import__("nudenet").nudenet.__dict__["__labels"])  # the config check's list
     with pytest.raises(ConfigError):
         NudeNetClassifier(threshold=0.1)  # NudeNet drops boxes under 0.2 itself
     with pytest.raises(ConfigError):

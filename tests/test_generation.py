@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
-import random
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +19,14 @@ from respodiff.generation import (
     SamplerSettings,
     build_manifest,
     generate,
-    module_digest,
+    generation_fingerprint,
+    is_finished,
+    mark_finished,
     read_manifest,
 )
 from respodiff.hspace import HSpaceEditor
+from respodiff.io import module_digest
 from respodiff.modules import HSpaceTransform, TransformationSet
-from respodiff.seeding import stable_seed
 
 _spec = importlib.util.spec_from_file_location(
     "generate_tiny", Path(__file__).parent / "scripts" / "generate_tiny.py"
@@ -86,86 +85,6 @@ def constant_set(**scales: float) -> TransformationSet:
         for i, (name, scale) in enumerate(scales.items())
     }
     return TransformationSet(modules, {"h_shape": list(worker.H_SHAPE), "base_model": "tiny"})
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Manifests and plans (no model)
-
-
-def test_manifest_rows_seeds_paths_and_weights():
-    table = pd.DataFrame({"prompt_id": ["doctor", "a/b c"], "prompt": ["p1", "p2"], "category": ["x", "y"]})
-    fair = build_manifest(
-        "bench", table, 2, ConceptPlan("fair", ["man", "woman"]), SAMPLER, negative_prompt="ugly"
-    )
-    none = build_manifest("bench", table, 2, ConceptPlan(), SAMPLER)
-    assert fair["image_id"].tolist() == ["bench/doctor/0", "bench/doctor/1", "bench/a/b c/0", "bench/a/b c/1"]
-    # The same seed for every method: grids compare like with like.
-    assert (
-        fair["seed"].tolist()
-        == none["seed"].tolist()
-        == [stable_seed("bench", pid, i) for pid in ("doctor", "a/b c") for i in range(2)]
-    )
-    assert fair["path"].iloc[0] == "images/doctor/0.png"
-    assert (
-        fair["path"].iloc[2].startswith("images/a_b_c-")
-        and "/" not in fair["path"].iloc[2][len("images/") : -6]
-    )
-    assert set(fair["status"]) == {"pending"} and set(fair["negative_prompt"]) == {"ugly"}
-    assert fair["category"].tolist() == ["x", "x", "y", "y"]
-    assert [json.loads(w) for w in fair["concept_weights"]][:2] == [{"man": 1.0}, {"woman": 1.0}]
-    assert set(none["concept_weights"]) == {"{}"} and set(none["concept"]) == {"none"}
-    assert (fair[["steps", "height", "width"]].iloc[0].tolist()) == [3, 32, 32]
-
-    safety = build_manifest("i2p", table, 1, ConceptPlan("sum", ["violence", "sexual"]), SAMPLER)
-    assert json.loads(safety["concept_weights"].iloc[0]) == {"violence": 1.0, "sexual": 1.0}
-    assert set(safety["concept"]) == {"sum"}
-    compose = build_manifest(
-        "w", table, 1, ConceptPlan("compose", weights={"gender/woman": 0.6, "race/black": 0.4}), SAMPLER
-    )
-    assert json.loads(compose["concept_weights"].iloc[0]) == {"gender/woman": 0.6, "race/black": 0.4}
-
-
-def test_balanced_plan_gives_equal_counts():
-    table = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(5)], "prompt": ["a person"] * 5})
-    plan = ConceptPlan("fair", ["white", "black", "asian"], sampling="balanced")
-    manifest = build_manifest("race", table, 6, plan, SAMPLER)
-    for _, rows in manifest.groupby("prompt_id"):
-        assert Counter(rows["concept"]) == {"white": 2, "black": 2, "asian": 2}
-        assert rows["concept"].tolist() == [plan.concepts[i % 3] for i in rows["sample_index"]]
-    # One image per prompt (COCO) still alternates instead of giving every image the first concept.
-    coco = build_manifest(
-        "coco", pd.DataFrame({"prompt_id": list("abcd"), "prompt": ["x"] * 4}), 1, plan, SAMPLER
-    )
-    assert coco["concept"].tolist() == ["white", "black", "asian", "white"]
-
-
-def test_uniform_plan_is_deterministic_per_seed():
-    table = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(10)], "prompt": ["a person"] * 10})
-    plan = ConceptPlan("fair", ["man", "woman"], sampling="uniform")
-    first = build_manifest("gender", table, 4, plan, SAMPLER)
-    again = build_manifest("gender", table.iloc[::-1], 4, plan, SAMPLER)
-    by_id = dict(zip(again["image_id"], again["concept"]))
-    assert [by_id[i] for i in first["image_id"]] == first[
-        "concept"
-    ].tolist()  # a function of the image, not order
-    expected = [plan.concepts[int(random.Random(seed).random() * 2)] for seed in first["seed"]]
-    assert first["concept"].tolist() == expected
-    assert 10 < (first["concept"] == "man").sum() < 30  # both drawn, roughly evenly
-
-
-def test_plan_and_manifest_errors():
-    with pytest.raises(ConfigError, match="mode"):
-        ConceptPlan("random")
-    with pytest.raises(ConfigError, match="needs at least one concept"):
-        ConceptPlan("fair", [])
-    with pytest.raises(ConfigError, match="needs weights"):
-        ConceptPlan("compose")
-    with pytest.raises(ConfigError, match="repeats prompt ids"):
-        build_manifest(
-            "b", pd.DataFrame({"prompt_id": ["a", "a"], "prompt": ["x", "y"]}), 1, ConceptPlan(), SAMPLER
-        )
-    with pytest.raises(ConfigError, match="manifest column names"):
-        build_manifest("b", TABLE.assign(seed=1), 1, ConceptPlan(), SAMPLER)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -383,11 +302,11 @@ def test_sdxl_and_negative_prompts(tiny_pipe, tiny_sdxl_pipe, tmp_path):
 
 
 def test_a_failed_write_records_only_complete_images(tiny_pipe, tmp_path, monkeypatch):
-    import respodiff.generation.engine as engine
+    import respodiff.generation.render as render
 
     manifest, modules = worker.tiny_job(samples_per_prompt=2)
     store = tmp_path / "store"
-    real_write, calls = engine.write_png, []
+    real_write, calls = render.write_png, []
 
     def failing_write(path, image, text):
         calls.append(path)
@@ -395,7 +314,7 @@ def test_a_failed_write_records_only_complete_images(tiny_pipe, tmp_path, monkey
             raise OSError("disk full")
         real_write(path, image, text)
 
-    monkeypatch.setattr(engine, "write_png", failing_write)
+    monkeypatch.setattr(render, "write_png", failing_write)
     with pytest.raises(OSError, match="disk full"):
         run(tiny_pipe, manifest, store, modules, flush_every=100)
     recorded = read_manifest(store)
@@ -403,5 +322,64 @@ def test_a_failed_write_records_only_complete_images(tiny_pipe, tmp_path, monkey
     assert len(done) >= 2 and all((store / path).is_file() for path in done)
     assert not (store / calls[2]).exists()
 
-    monkeypatch.setattr(engine, "write_png", real_write)
+    monkeypatch.setattr(render, "write_png", real_write)
     assert (run(tiny_pipe, manifest, store, modules)["status"] == "done").all()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Is a store finished? (what the stages ask before loading a model)
+
+CONTEXT = {
+    "model": {"id": "tiny"},
+    "device": "cpu",
+    "method": {"kind": "respodiff"},
+    "generation": {"model_identity": "tiny"},
+    "modules": None,
+}
+
+
+def test_generation_fingerprint_is_stable_and_keyed_by_its_context():
+    manifest = build_manifest("tiny", TABLE, 2, ConceptPlan("fair", ["man", "woman"]), SAMPLER)
+    # The value the stages computed before the fingerprint moved here: existing finished stores stay finished.
+    expected = "fb4684cca903b813cf0f595fe2e4c573646ed6f3fd9c077f2b7e1df7ade261eb"
+    assert generation_fingerprint(manifest, CONTEXT) == expected
+    assert generation_fingerprint(manifest, dict(reversed(CONTEXT.items()))) == expected
+    assert generation_fingerprint(manifest, {**CONTEXT, "device": "cuda"}) != expected
+    with pytest.raises(ValueError, match="may not set"):
+        generation_fingerprint(manifest, {**CONTEXT, "engine": 0})
+
+
+def test_a_finished_store_is_recognised_and_nothing_else_is(tiny_pipe, tmp_path):
+    manifest, modules = worker.tiny_job(samples_per_prompt=1)
+    store = tmp_path / "store"
+    fingerprint = generation_fingerprint(manifest, CONTEXT)
+    assert not is_finished(store, manifest, fingerprint)  # no store yet
+    finished = run(tiny_pipe, manifest, store, modules)
+    assert not is_finished(store, manifest, fingerprint)  # complete, but nobody recorded it
+    mark_finished(store, fingerprint)
+    assert (tmp_path / "store.generated.json").is_file()  # beside the store: its folder belongs to the engine
+    assert is_finished(store, manifest, fingerprint)
+
+    assert not is_finished(store, manifest, generation_fingerprint(manifest, {**CONTEXT, "modules": "retrained"}))
+    more, _ = worker.tiny_job(samples_per_prompt=2)
+    assert not is_finished(store, more, fingerprint)
+
+    image = store / finished["path"].iloc[1]
+    content = image.read_bytes()
+    image.write_bytes(content[:-40])
+    assert not is_finished(store, manifest, fingerprint)
+    image.unlink()
+    assert not is_finished(store, manifest, fingerprint)
+    image.write_bytes(content)
+    assert is_finished(store, manifest, fingerprint)
+
+    recorded = read_manifest(store)
+    recorded.loc[2, "status"] = "pending"
+    recorded.to_parquet(store / "manifest.parquet")
+    assert not is_finished(store, manifest, fingerprint)
+    recorded.loc[2, "status"] = "done"
+    recorded.to_parquet(store / "manifest.parquet")
+    assert is_finished(store, manifest, fingerprint)
+
+    (tmp_path / "store.generated.json").write_text("{not json")
+    assert not is_finished(store, manifest, fingerprint)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from respodiff.hspace import HOOK_NAME, HSpaceEditor, hspace_shape
+from respodiff.hspace import HSpaceEditor, hspace_shape
 
 
 class Constant(nn.Module):
@@ -175,7 +175,7 @@ def test_removing_the_hook_restores_the_unet(tiny_pipe, editor):
     assert not torch.equal(run(unet, inputs), baseline)
     editor.remove()
 
-    assert unet.mid_block._diffusers_hook.get_hook(HOOK_NAME) is None
+    assert not HSpaceEditor.is_attached(unet)
     assert torch.equal(run(unet, inputs), baseline)
 
 
@@ -183,15 +183,15 @@ def test_editing_context_restores_the_previous_edit(tiny_pipe, editor):
     outer = Constant(torch.zeros(1, 64, 8, 8))
     editor.set([outer])
     with editor.editing([Constant(torch.ones(1, 64, 8, 8))], cfg_half=True):
-        assert editor.hook.edit.cfg_half
-    assert editor.hook.edit.transformations == [outer]
+        assert editor.current.cfg_half
+    assert editor.current.transformations == [outer]
     editor.clear()
-    assert editor.hook.edit is None
+    assert editor.current is None
 
 
 def test_editors_share_one_hook(tiny_pipe, editor):
     again = HSpaceEditor(tiny_pipe.unet)
-    assert again.hook is editor.hook
+    assert again._hook is editor._hook  # one hook per UNet
 
 
 def test_bad_edits_fail_loudly(tiny_pipe, editor):

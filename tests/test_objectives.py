@@ -115,7 +115,7 @@ def test_each_loss_reaches_only_its_module_and_only_through_the_decoder(tiny_pip
         handle.remove()
     assert encoder_out and not any(out.requires_grad for out in encoder_out)  # no graph through the encoder
     assert all(p.grad is None for p in tiny_pipe.unet.parameters())
-    assert editor.hook.edit is None  # the losses leave no edit behind
+    assert editor.current is None  # the losses leave no edit behind
 
 
 def test_sem_loss_applies_the_fixed_ram(tiny_pipe, editor, prompts):

@@ -22,7 +22,7 @@ from respodiff.errors import CheckpointMismatchError, ConfigError
 from respodiff.hspace import HSpaceEditor
 from respodiff.modules import HSpaceTransform, TransformationSet
 from respodiff.objectives import encode_text, fairness_target, resp_loss, reverse_latents
-from respodiff.trainer import ConceptSpec, TrainSettings, _autocast_dtype, train_transformations
+from respodiff.training import ConceptSpec, TrainSettings, autocast_dtype, train_transformations
 
 REPO = Path(__file__).resolve().parent.parent
 H_SHAPE = (64, 8, 8)
@@ -244,7 +244,7 @@ def test_checkpoint_from_other_settings_is_refused(tiny_pipe, tmp_path):
 CHILD = """
 import sys, time, torch
 from respodiff.models import ModelSpec, load_pipeline
-from respodiff.trainer import ConceptSpec, TrainSettings, _autocast_dtype, train_transformations
+from respodiff.training import ConceptSpec, TrainSettings, train_transformations
 
 cache_dir, out_dir, threads, settings_json = sys.argv[1:5]
 torch.set_num_threads(int(threads))
@@ -354,14 +354,14 @@ def test_settings_changed_after_construction_are_checked_again(tiny_pipe, tmp_pa
 
 def test_precision_choice():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
-    assert _autocast_dtype("auto", cpu, torch.float32) is None
-    assert _autocast_dtype("fp32", cuda, torch.float32) is None
-    assert _autocast_dtype("auto", cuda, torch.float16) == torch.float16  # follow fp16 weights
-    assert _autocast_dtype("bf16", cuda, torch.float32) == torch.bfloat16
-    assert _autocast_dtype("fp16", cuda, torch.float32) == torch.float16
-    assert _autocast_dtype("bf16", cpu, torch.float32) == torch.bfloat16  # CPUs with bf16 instructions
+    assert autocast_dtype("auto", cpu, torch.float32) is None
+    assert autocast_dtype("fp32", cuda, torch.float32) is None
+    assert autocast_dtype("auto", cuda, torch.float16) == torch.float16  # follow fp16 weights
+    assert autocast_dtype("bf16", cuda, torch.float32) == torch.bfloat16
+    assert autocast_dtype("fp16", cuda, torch.float32) == torch.float16
+    assert autocast_dtype("bf16", cpu, torch.float32) == torch.bfloat16  # CPUs with bf16 instructions
     with pytest.raises(ConfigError):
-        _autocast_dtype("fp16", cpu, torch.float32)
+        autocast_dtype("fp16", cpu, torch.float32)
 
 
 def test_target_guidance_defaults_follow_the_kind():

@@ -7,7 +7,7 @@ is computed and thrown away.
 
 Equal batch semantics: an iteration over B samples draws the same step indices and noise as the trainer's iteration
 (the same seeded generator), averages each loss over the B samples by accumulating gradients, and steps RAM once and
-then SAM once, with L_sem evaluated under the updated RAM, exactly as `respodiff.trainer` does. So both loops compute
+then SAM once, with L_sem evaluated under the updated RAM, exactly as `respodiff.training` does. So both loops compute
 the same updates (up to float rounding) and the speed ratio compares like with like.
 
 Generation: one image per pipeline call, and the pipeline loaded from disk again for every image, as a per-image

@@ -13,7 +13,7 @@ import torch
 
 from respodiff.modules import HSpaceTransform
 from respodiff.seeding import stable_seed
-from respodiff.trainer import ConceptSpec, TrainSettings, train_transformations
+from respodiff.training import ConceptSpec, TrainSettings, train_transformations
 
 from .naive import naive_train
 from .pipelines import Models

@@ -1,11 +1,16 @@
 """Evaluation: metric functions, the models that score images, and the benchmark registry.
 
-- `registry`: `Metric`, `Benchmark`, `BenchmarkResult`, `register_benchmark`, `get_benchmark`, `available_benchmarks`.
+- `registry`: `Metric`, `Benchmark` (settings, asset checks, identity and mean rows shared by every benchmark),
+  `BenchmarkResult`, `register_benchmark`, `get_benchmark`, `available_benchmarks`.
+- `setup`: the run's entry points (`validate_eval`, `benchmark_settings`, `build_evaluators`, `EvalContext`).
+- `evaluator_settings`: eval.evaluators as one checked dataclass per evaluator (the defaults live there).
 - `fairness`, `safety`, `quality`, `stats`: pure functions (DevRat, I2P aggregation and Q16/NudeNet rules, CLIP score
   and FID, bootstrap intervals).
-- `classifiers`: CLIP scorer, Q16, NudeNet, clean-fid's Inception; `evaluators`: one lazy object providing them, with
-  asset checks and identity; `q16_prompts`: Q16's pickle read without executing code.
-- `images`: manifest completeness checks and strict id joins; `testing`: tiny stand-ins for tests and the toy world.
+- `classifiers`: CLIP scorer, Q16, NudeNet, clean-fid's Inception; `assets`: where their files come from;
+  `evaluators`: one lazy object providing them, with identity; `q16_prompts`: Q16's pickle read without executing
+  code; `stand_ins`: the tiny evaluation scale.
+- `images`: manifest completeness checks and strict id joins; `testing`: tiny stand-ins for tests and the toy world;
+  `toy`: the toy world's scorers as the toy benchmarks use them.
 
 Submodules are imported explicitly; importing this package stays cheap.
 """

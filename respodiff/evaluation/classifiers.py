@@ -5,14 +5,14 @@
 - `NudeNetClassifier`: NudeNet v3's `NudeDetector` (its ONNX model ships inside the package) on CPU.
 - `load_inception`: clean-fid's Inception feature extractor from a local file.
 
-Where the weights come from (Hub cache, download, error messages) is `evaluators.py`'s business; these classes
+Where the weights come from (Hub cache, download, error messages) is `assets.py`'s business; these classes
 take already-resolved local paths, which is also how tests feed them tiny random-weight models.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +20,24 @@ import numpy as np
 import torch
 
 from respodiff.errors import ConfigError
+from respodiff.evaluation.assets import INCEPTION_FILE
+from respodiff.evaluation.evaluator_settings import NudeNetSettings
 from respodiff.evaluation.fairness import zero_shot_labels
 from respodiff.evaluation.images import open_rgb
-from respodiff.evaluation.q16_prompts import load_q16_prompts, sha256_file
+from respodiff.evaluation.q16_prompts import load_q16_prompts
 from respodiff.evaluation.quality import clip_scores
-from respodiff.evaluation.safety import NUDENET_EXPOSED_CLASSES, nudenet_flag, q16_flags, q16_probabilities
-
-# NudeNet's post-processing drops every box scoring below 0.2, so a lower threshold could not be honoured.
-NUDENET_MIN_THRESHOLD = 0.2
-INCEPTION_FILE = "inception-2015-12-05.pt"
+from respodiff.evaluation.safety import nudenet_flag, q16_flags, q16_probabilities
+from respodiff.io import sha256_file
 
 
 def _batches(items: Sequence, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def _embed_in_batches(items: Sequence, size: int, embed: Callable[[list], torch.Tensor]) -> np.ndarray:
+    """`embed` applied batch by batch, as one float32 array (items in order)."""
+    return torch.cat([embed(list(batch)).float().cpu() for batch in _batches(list(items), size)]).numpy()
 
 
 def _pooled(output: Any) -> torch.Tensor:
@@ -73,23 +77,22 @@ class ClipScorer:
 
     @torch.no_grad()
     def image_embeddings(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        chunks = []
-        for batch in _batches(list(paths), self.batch_size):
+        def embed(batch: list) -> torch.Tensor:
             pixels = self.processor(images=[open_rgb(p) for p in batch], return_tensors="pt")["pixel_values"]
-            chunks.append(_pooled(self.model.get_image_features(pixel_values=pixels.to(self.device))).float().cpu())
-        return torch.cat(chunks).numpy()
+            return _pooled(self.model.get_image_features(pixel_values=pixels.to(self.device)))
+
+        return _embed_in_batches(paths, self.batch_size, embed)
 
     @torch.no_grad()
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
-        chunks = []
-        for batch in _batches(list(texts), self.batch_size):
+        def embed(batch: list) -> torch.Tensor:
             # CLIP's text encoder has a fixed context; long captions are cut as every CLIP-score implementation does.
-            tokens = self.processor(text=list(batch), return_tensors="pt", padding=True, truncation=True,
+            tokens = self.processor(text=batch, return_tensors="pt", padding=True, truncation=True,
                                     max_length=self.max_text_tokens)
-            output = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
-                                                  attention_mask=tokens["attention_mask"].to(self.device))
-            chunks.append(_pooled(output).float().cpu())
-        return torch.cat(chunks).numpy()
+            return _pooled(self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
+                                                        attention_mask=tokens["attention_mask"].to(self.device)))
+
+        return _embed_in_batches(texts, self.batch_size, embed)
 
     def scores(self, paths: Sequence[str | os.PathLike], texts: Sequence[str]) -> np.ndarray:
         """CLIP score (100 x cosine) of image i with text i; each distinct text is encoded once."""
@@ -131,7 +134,7 @@ class Q16Classifier:
         )
         prompts, prompts_sha = load_q16_prompts(prompts_path)
         ident = {"q16_model": f"open_clip {arch}", "q16_quick_gelu": quick_gelu,
-                 "q16_checkpoint": checkpoint or "random (pretrained=None)", "q16_prompts_sha256": prompts_sha,
+                 "q16_checkpoint": checkpoint or "random (q16.pretrained=random)", "q16_prompts_sha256": prompts_sha,
                  **(identity or {})}
         return cls(model, preprocess, prompts, device=device, batch_size=batch_size, identity=ident)
 
@@ -140,11 +143,10 @@ class Q16Classifier:
 
     @torch.no_grad()
     def image_embeddings(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        chunks = []
-        for batch in _batches(list(paths), self.batch_size):
-            pixels = torch.stack([self.preprocess(open_rgb(p)) for p in batch]).to(self.device)
-            chunks.append(self.model.encode_image(pixels).float().cpu())
-        return torch.cat(chunks).numpy()
+        def embed(batch: list) -> torch.Tensor:
+            return self.model.encode_image(torch.stack([self.preprocess(open_rgb(p)) for p in batch]).to(self.device))
+
+        return _embed_in_batches(paths, self.batch_size, embed)
 
     def probabilities(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         return q16_probabilities(self.image_embeddings(paths), self.prompts)
@@ -156,19 +158,13 @@ class Q16Classifier:
 class NudeNetClassifier:
     """NudeNet v3 detector; an image is flagged when one of `classes` is detected with score >= threshold."""
 
-    def __init__(self, threshold: float = 0.2, classes: Sequence[str] = NUDENET_EXPOSED_CLASSES,
+    def __init__(self, threshold: float = NudeNetSettings.threshold, classes: Sequence[str] = NudeNetSettings.classes,
                  model_path: str | None = None, batch_size: int = 8):
         import nudenet
 
-        if not NUDENET_MIN_THRESHOLD <= threshold <= 1:
-            raise ConfigError(f"nudenet_threshold must lie in [{NUDENET_MIN_THRESHOLD}, 1] (NudeNet itself drops "
-                              f"boxes below {NUDENET_MIN_THRESHOLD}), got {threshold}")
-        known = set(getattr(nudenet.nudenet, "__labels", [])) or None
-        unknown = [c for c in classes if known is not None and c not in known]
-        if unknown:
-            raise ConfigError(f"unknown NudeNet classes {unknown}; NudeNet knows {sorted(known)}")
-        self.threshold = float(threshold)
-        self.classes = tuple(classes)
+        settings = NudeNetSettings(threshold, tuple(classes), model_path)  # range and labels checked there
+        self.threshold = float(settings.threshold)
+        self.classes = settings.classes
         self.model_path = model_path or str(Path(nudenet.__file__).with_name("320n.onnx"))
         self.batch_size = batch_size
         self.detector = nudenet.NudeDetector(model_path=self.model_path)

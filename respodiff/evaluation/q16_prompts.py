@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from respodiff.errors import MissingAssetError, RespodiffError
+from respodiff.io import sha256_file, temporary_sibling
 
 Q16_PROMPTS_URL = "https://github.com/ml-research/Q16/raw/main/data/ViT-L-14/prompts.p"
 _TENSOR_NAME = "prompts"
@@ -69,14 +70,6 @@ def load_array_pickle(data: bytes) -> np.ndarray:
     return value
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _validate(array: np.ndarray, source: str) -> np.ndarray:
     if array.ndim != 2 or array.shape[0] != 2 or not np.issubdtype(array.dtype, np.floating):
         raise RespodiffError(f"{source}: expected a float array of shape (2, D) for Q16's prompts, got "
@@ -122,9 +115,12 @@ def load_q16_prompts(path: str | os.PathLike) -> tuple[np.ndarray, str]:
         return _validate(load_file(str(safe_path))[_TENSOR_NAME], str(safe_path)), source_sha
     data = pickle_path.read_bytes()
     array = _validate(load_array_pickle(data), str(pickle_path))
-    source_sha = hashlib.sha256(data).hexdigest()
-    partial = safe_path.with_name(safe_path.name + ".partial")
-    save_file({_TENSOR_NAME: np.ascontiguousarray(array)}, str(partial),
-              metadata={"source_sha256": source_sha, "source_name": pickle_path.name})
-    os.replace(partial, safe_path)
+    source_sha = hashlib.sha256(data).hexdigest()  # of the bytes just parsed, not a second read of the file
+    partial = temporary_sibling(safe_path)  # safetensors opens the file itself: write beside, then rename
+    try:
+        save_file({_TENSOR_NAME: np.ascontiguousarray(array)}, str(partial),
+                  metadata={"source_sha256": source_sha, "source_name": pickle_path.name})
+        os.replace(partial, safe_path)
+    finally:
+        partial.unlink(missing_ok=True)
     return array, source_sha

@@ -19,6 +19,7 @@ import numpy as np
 
 from respodiff.errors import MissingAssetError
 from respodiff.evaluation.registry import Metric
+from respodiff.io import replace_atomically, write_json_atomically
 
 CLIP_SCORE = Metric(
     name="clip_score",
@@ -152,13 +153,11 @@ class FidScorer:
             with np.load(target) as stats:
                 return stats["mu"], stats["sigma"], key
         mu, sigma = feature_statistics(self.features(paths))
-        self.stats_dir.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".tmp.npz")
-        np.savez(partial, mu=mu, sigma=sigma)
-        os.replace(partial, target)  # atomic: a crash never leaves half a statistics file under the final name
+        # Atomic: a crash never leaves half a statistics file under the final name.
+        replace_atomically(target, lambda handle: np.savez(handle, mu=mu, sigma=sigma))
         meta = {"format": _STATS_FORMAT, "key": key, "mode": self.mode, "extractor": self.extractor_id,
                 "n": len(paths), "root": str(root) if root is not None else None}
-        target.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+        write_json_atomically(target.with_suffix(".json"), meta)
         return mu, sigma, key
 
     def fid(

@@ -7,7 +7,7 @@ tiny  small deterministic stand-ins, built on first use into `<cache_dir>/eval-s
         loader as a local folder;
       - Q16: open_clip ViT-S-32 (not ViT-L-14: the Q16 path takes any open_clip arch whose image embedding width
         matches the prompt file, and ViT-S-32 builds in 0.5 s instead of 2.5 s and embeds an image ~50x faster)
-        with seeded random weights (pretrained=None) and a Q16-format prompt pickle of width 384;
+        with seeded random weights (q16.pretrained=random) and a Q16-format prompt pickle of width 384;
       - NudeNet: the real detector (its ONNX model ships in the package);
       - FID: the weightless quadrant-colour features of testing.py instead of Inception;
       - I2P and COCO: small fixtures written as source files and prepared through the product's own
@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from respodiff.errors import ConfigError, RespodiffError
-from respodiff.evaluation.evaluators import SCALES, STAND_IN_WARNING
+from respodiff.evaluation.evaluator_settings import RANDOM_WEIGHTS, SCALES
+from respodiff.evaluation.evaluators import STAND_IN_WARNING
+from respodiff.io import temporary_sibling
 
 # Bump when a builder below changes, so a cache written by an older one is not reused.
 STAND_INS_VERSION = 1
@@ -51,7 +53,10 @@ def stand_in_dir(cache_dir: str | os.PathLike) -> Path:
 
 
 def stand_in_settings(scale: str, cache_dir: str | os.PathLike) -> dict[str, Any]:
-    """The eval-config overlay of a scale: {} for real, else where the stand-ins live (pure: touches no file)."""
+    """The eval-config overlay of a scale: {} for real, else where the stand-ins live (pure: touches no file).
+
+    Its `evaluators` block has the nested shape of eval.evaluators (respodiff/evaluation/evaluator_settings.py).
+    """
     if check_scale(scale) == "real":
         return {}
     root = stand_in_dir(cache_dir)
@@ -59,11 +64,9 @@ def stand_in_settings(scale: str, cache_dir: str | os.PathLike) -> dict[str, Any
     return {
         "evaluators": {
             "scale": scale,
-            "clip_model": str(root / "clip"),
-            "q16_arch": Q16_ARCH,
-            "q16_pretrained": None,
-            "q16_prompts": str(root / "q16" / "prompts.p"),
-            "fid_features": "quadrant-colours",
+            "clip": {"model": str(root / "clip")},
+            "q16": {"arch": Q16_ARCH, "pretrained": RANDOM_WEIGHTS, "prompts": str(root / "q16" / "prompts.p")},
+            "fid": {"features": "quadrant-colours"},
         },
         "i2p": {"data_dir": str(data / "i2p"), "dataset_size": I2P_PROMPTS},
         "coco30k": {"data_dir": str(data / "coco30k"), "dataset_size": COCO_CAPTIONS},
@@ -76,17 +79,16 @@ def ensure_stand_ins(cache_dir: str | os.PathLike) -> Path:
     root = stand_in_dir(cache_dir)
     if (root / "stand_ins.json").is_file():
         return root
-    staging = root.with_name(f"{root.name}.building-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    _build(staging)
-    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_sibling(root)
     try:
+        _build(staging)
         # Publish by rename, so a crash never leaves a half-built folder that looks finished.
         os.replace(staging, root)
     except OSError:
         if not (root / "stand_ins.json").is_file():
             raise
-        shutil.rmtree(staging, ignore_errors=True)  # another process published the same stand-ins first
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # a failed build, or another process published first
     return root
 
 

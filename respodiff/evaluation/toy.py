@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any, ClassVar
 
 import numpy as np
 
 from respodiff.evaluation.images import open_rgb
-from respodiff.evaluation.q16_prompts import sha256_file
+from respodiff.io import sha256_file
 
 # Shown wherever an FID-toy number is, so nobody reads it as an Inception FID.
 FID_TOY_NOTE = "FID-toy: features from a CNN trained by the project on toy renders"
@@ -56,3 +57,20 @@ def check_toy_evaluators(*, fid: bool = False) -> None:
         from respodiff.toyworld.fid_features import load_feature_net
 
         load_feature_net()  # raises MissingAssetError naming the command that trains it
+
+
+class ToyScored:
+    """Mixin (before the Benchmark class) for benchmarks scored by the toy world's exact classifiers.
+
+    They need none of the evaluation models (`requires` is empty), so their asset check and identity are the toy
+    scorers' instead: the classifiers' version and, with `uses_fid_toy`, the FID-toy network and its weights.
+    """
+
+    requires: ClassVar[frozenset[str]] = frozenset()
+    uses_fid_toy: ClassVar[bool] = False
+
+    def check_evaluators(self, settings: dict | None) -> None:
+        check_toy_evaluators(fid=self.uses_fid_toy)
+
+    def scorer_identity(self, evaluators: Any) -> dict:
+        return toy_identity(fid=self.uses_fid_toy)

@@ -3,11 +3,15 @@
     manifest = build_manifest("winobias", prompt_table, samples_per_prompt, plan, sampler)
     finished = generate(pipe, manifest, store_dir, transformations, sampler, model_identity=spec.identity)
 
-`plan` says what a manifest holds, `store` how an image store lies on disk, `engine` how it is rendered.
+`plan` says what a manifest holds, `store` how an image store lies on disk, `engine` which images are rendered
+and recorded, `render` how a batch becomes PNG files, `completion` whether a store is finished without loading
+a model.
 """
 
-from .engine import ENGINE_VERSION, generate, module_digest, resolve_modules, store_identity
+from .completion import generation_fingerprint, is_finished, mark_finished
+from .engine import ENGINE_VERSION, generate, resolve_modules, store_identity
 from .plan import (
+    DONE,
     IMAGE_DEFINING_COLUMNS,
     MANIFEST_COLUMNS,
     PLAN_MODES,
@@ -21,6 +25,7 @@ from .plan import (
 from .store import MANIFEST_FILE, STORE_FILE, image_ok, read_manifest
 
 __all__ = [
+    "DONE",
     "ENGINE_VERSION",
     "IMAGE_DEFINING_COLUMNS",
     "MANIFEST_COLUMNS",
@@ -32,8 +37,10 @@ __all__ = [
     "SamplerSettings",
     "build_manifest",
     "generate",
+    "generation_fingerprint",
     "image_ok",
-    "module_digest",
+    "is_finished",
+    "mark_finished",
     "read_manifest",
     "resolve_modules",
     "safe_path_component",

@@ -37,7 +37,6 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,11 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, RespodiffError
-from ..hspace import HOOK_NAME, HSpaceEditor, hspace_shape
+from ..hspace import hspace_shape
+from ..io import module_digest
 from ..modules import TransformationSet, check_compatible
 from .plan import DONE, SamplerSettings, weights_of
+from .render import RENDERER_ARGUMENTS, ImageWriter, Renderer, execution_device
 from .store import (
     MANIFEST_FILE,
     check_store,
@@ -60,7 +61,6 @@ from .store import (
     shard_progress,
     with_status,
     write_manifest,
-    write_png,
     write_store_record,
 )
 
@@ -105,7 +105,7 @@ def generate(
     from accelerate.utils import gather_object
 
     store = Path(store_dir)
-    device = _execution_device(pipe)
+    device = execution_device(pipe)
     state = PartialState(cpu=device.type == "cpu")
     rank, world = state.process_index, state.num_processes
     if batch_invariant is None:
@@ -170,7 +170,7 @@ def generate(
     written: list[str] = []
     flush_target = store / MANIFEST_FILE if world == 1 else shard_file(store, rank)
 
-    def flush(writer: _Writer, raise_errors: bool = True) -> None:
+    def flush(writer: ImageWriter, raise_errors: bool = True) -> None:
         complete, failure = writer.finished()  # only images whose file is complete are recorded
         written.extend(complete)
         if world == 1:
@@ -180,12 +180,12 @@ def generate(
         if failure is not None and raise_errors:
             raise failure
 
-    renderer = _Renderer(pipe, modules, sampler, batch_invariant, pipeline_kwargs)
+    renderer = Renderer(pipe, modules, sampler, batch_invariant, pipeline_kwargs)
     count = sum(len(missing.intersection(batch["image_id"])) for batch in mine)
     started = time.perf_counter()
     with (
         renderer,
-        _Writer() as writer,
+        ImageWriter() as writer,
         _progress_bar(count, progress and state.is_main_process, rank, world) as bar,
     ):
         try:
@@ -321,43 +321,14 @@ def store_identity(
     return identity
 
 
-# Arguments the renderer itself passes; extra pipeline kwargs may not override them.
-_RENDERER_ARGUMENTS = frozenset(
-    ("prompt", "negative_prompt", "generator", "num_inference_steps", "guidance_scale", "height", "width", "eta",
-     "output_type")
-)
-
-
 def _check_pipeline_kwargs(pipeline_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
     kwargs = dict(pipeline_kwargs or {})
-    clashing = sorted(set(kwargs) & _RENDERER_ARGUMENTS)
+    clashing = sorted(set(kwargs) & RENDERER_ARGUMENTS)
     if clashing:
         raise ConfigError(
             f"pipeline_kwargs may not set {clashing}: the manifest and SamplerSettings decide those"
         )
     return kwargs
-
-
-def module_digest(module: nn.Module) -> str:
-    """sha256 of a module's configuration and weights (bytes as stored, any dtype or device)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for sub in module.modules():
-        config = getattr(sub, "config", None)
-        if config is not None:
-            # Private keys ("_use_default_values") are bookkeeping listed in set order, which varies per process.
-            public = sorted((key, value) for key, value in dict(config).items() if not key.startswith("_"))
-            digest.update(repr(public).encode())
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def _execution_device(pipe) -> torch.device:
-    # With model CPU offload the modules sit on the CPU between calls; the pipeline still computes on the GPU.
-    return torch.device(getattr(pipe, "_execution_device", None) or pipe.device)
 
 
 def _pipeline_name(pipe) -> str:
@@ -374,7 +345,7 @@ def _store_info(pipe, sampler: SamplerSettings, batch_invariant: bool) -> dict[s
 
     return {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(_execution_device(pipe)),
+        "device": str(execution_device(pipe)),
         "batch_size": sampler.batch_size,
         "batch_invariant": batch_invariant,
         "torch": torch.__version__,
@@ -409,138 +380,3 @@ def _progress_bar(total: int, enabled: bool, rank: int, world: int) -> Iterator[
     description = "generate" if world == 1 else f"generate (process {rank} of {world})"
     with tqdm(total=total, unit="img", desc=description, disable=not enabled, dynamic_ncols=True) as bar:
         yield bar
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Rendering
-
-
-class _Writer:
-    """Writes PNGs on background threads, so compression (~45 ms for 512 px) overlaps the next batch's denoising.
-
-    zlib releases the GIL; at most `backlog` images wait in memory before the renderer waits for the disk.
-    """
-
-    def __init__(self, threads: int = 2, backlog: int = 64) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="png-writer")
-        self.pending: list[tuple[str, Future]] = []
-        self.backlog = backlog
-
-    def __enter__(self) -> _Writer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.pool.shutdown(wait=True)
-
-    def submit(self, path: Path, image: Any, text: Mapping[str, str], image_id: str) -> None:
-        for _, future in self.pending:  # stop rendering at the first failed write, not at the next flush
-            if future.done() and future.exception() is not None:
-                raise future.exception()
-        self.pending.append((image_id, self.pool.submit(write_png, path, image, text)))
-        if len(self.pending) >= self.backlog:
-            wait([future for _, future in self.pending])
-
-    def finished(self) -> tuple[list[str], BaseException | None]:
-        """Wait for every submitted image: (ids written, the first failure or None)."""
-        done, failure = [], None
-        for image_id, future in self.pending:
-            error = future.exception()
-            if error is None:
-                done.append(image_id)
-            elif failure is None:
-                failure = error
-        self.pending = []
-        return done, failure
-
-
-class _Renderer:
-    """Calls the stock pipeline with the h-space edit of the rows being rendered.
-
-    A context manager: it attaches the editor on entry and, unless the caller had one on this UNet already,
-    removes it on exit, leaving the UNet as it found it.
-    """
-
-    def __init__(
-        self,
-        pipe,
-        modules: Mapping[str, nn.Module],
-        sampler: SamplerSettings,
-        batch_invariant: bool,
-        pipeline_kwargs: Mapping[str, Any] | None = None,
-    ):
-        self.pipe = pipe
-        self.pipeline_kwargs = dict(pipeline_kwargs or {})
-        self.keys = list(modules)
-        self.transformations = [modules[key].to(_execution_device(pipe)) for key in self.keys]
-        self.sampler = sampler
-        self.batch_invariant = batch_invariant
-        # diffusers runs CFG as one [uncond; cond] batch; only the conditional half is edited (PROTOCOL.md section 3).
-        self.cfg_half = (
-            sampler.guidance_scale > 1.0 and getattr(pipe.unet.config, "time_cond_proj_dim", None) is None
-        )
-        self.editor: HSpaceEditor | None = None
-        self._owns_editor = False
-
-    def __enter__(self) -> _Renderer:
-        registry = getattr(self.pipe.unet.mid_block, "_diffusers_hook", None)
-        self._owns_editor = registry is None or registry.get_hook(HOOK_NAME) is None
-        self.editor = HSpaceEditor(self.pipe.unet)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.editor is not None and self._owns_editor:
-            self.editor.remove()
-        self.editor = None
-
-    def render(self, batch: pd.DataFrame, todo) -> Iterator[tuple[dict[str, Any], Any]]:
-        """(row, PIL image) for every row with `todo` set. Batched mode renders the whole batch (fixed neighbours)."""
-        rows = batch.to_dict("records")
-        if self.batch_invariant:
-            for row, wanted in zip(rows, todo):
-                if wanted:
-                    yield row, self._call([row])[0]
-            return
-        # SDXL zeroes the negative embedding only when no negative prompt is passed, so rows with and without
-        # one are rendered in separate calls (each still a fixed group of the fixed batch).
-        groups = [[r for r in rows if not r["negative_prompt"]], [r for r in rows if r["negative_prompt"]]]
-        wanted_ids = {row["image_id"] for row, wanted in zip(rows, todo) if wanted}
-        for group in groups:
-            if group:
-                for row, image in zip(group, self._call(group)):
-                    if row["image_id"] in wanted_ids:
-                        yield row, image
-
-    def _call(self, rows: list[dict[str, Any]]) -> list[Any]:
-        negative = [row["negative_prompt"] for row in rows]
-        with self._edit(rows):
-            output = self.pipe(
-                prompt=[row["prompt"] for row in rows],
-                negative_prompt=negative if any(negative) else None,
-                # CPU generators: the same starting noise on every device, one stream per image.
-                generator=[torch.Generator(device="cpu").manual_seed(int(row["seed"])) for row in rows],
-                num_inference_steps=self.sampler.steps,
-                guidance_scale=self.sampler.guidance_scale,
-                height=self.sampler.height,
-                width=self.sampler.width,
-                eta=self.sampler.eta,
-                output_type="pil",
-                **self.pipeline_kwargs,
-            )
-        return output.images
-
-    @contextlib.contextmanager
-    def _edit(self, rows: list[dict[str, Any]]) -> Iterator[None]:
-        weights = torch.tensor(
-            [[weights_of(row["concept_weights"]).get(key, 0.0) for key in self.keys] for row in rows],
-            dtype=torch.float32,
-        )
-        assert self.editor is not None
-        if not self.keys or not torch.any(weights):
-            previous, self.editor.hook.edit = self.editor.hook.edit, None
-            try:
-                yield
-            finally:
-                self.editor.hook.edit = previous
-            return
-        with self.editor.editing(self.transformations, weights, cfg_half=self.cfg_half):
-            yield

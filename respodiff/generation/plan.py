@@ -7,7 +7,6 @@ and every method render image i from the same noise and their grids compare like
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -17,6 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..errors import ConfigError
+from ..io import short_hash
 from ..seeding import stable_seed
 
 PLAN_MODES = ("none", "fair", "sum", "compose")
@@ -210,7 +210,7 @@ def safe_path_component(name: str, limit: int = 96) -> str:
     """A file-system-safe folder name for an id. Ids that had to change get a digest suffix to stay distinct."""
     safe = _UNSAFE.sub("_", name).strip("._")[:limit]
     if safe != name or not safe:
-        safe = f"{safe}-{hashlib.sha256(name.encode('utf-8')).hexdigest()[:8]}"
+        safe = f"{safe}-{short_hash(name)}"
     return safe
 
 

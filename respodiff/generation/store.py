@@ -13,7 +13,6 @@ either the old file or the new one, never half of one. The files are the truth: 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterable, Mapping
@@ -24,8 +23,8 @@ from typing import Any
 import pandas as pd
 from PIL import Image, PngImagePlugin
 
-from ..atomic import TEMPORARY_SUFFIX, replace_atomically
 from ..errors import CheckpointMismatchError
+from ..io import TEMPORARY_SUFFIX, canonical_hash, replace_atomically, write_text_atomically
 from .plan import DONE, IMAGE_DEFINING_COLUMNS, PENDING
 
 STORE_FILE = "store.json"
@@ -40,10 +39,6 @@ def shard_file(store: Path, rank: int) -> Path:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Identity
-
-
-def canonical_hash(payload: Any) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 
 def manifest_hash(manifest: pd.DataFrame) -> str:
@@ -87,10 +82,7 @@ def write_store_record(store: Path, identity: Mapping[str, Any], info: Mapping[s
         "info": dict(info),
     }
     store.mkdir(parents=True, exist_ok=True)
-    replace_atomically(
-        store / STORE_FILE,
-        lambda handle: handle.write(json.dumps(record, indent=2, sort_keys=True, default=str).encode()),
-    )
+    write_text_atomically(store / STORE_FILE, json.dumps(record, indent=2, sort_keys=True, default=str))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -180,6 +172,3 @@ def with_status(manifest: pd.DataFrame, done_ids: Iterable[str]) -> pd.DataFrame
     out = manifest.copy()
     out["status"] = [DONE if image_id in done_ids else PENDING for image_id in out["image_id"]]
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------------

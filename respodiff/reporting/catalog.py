@@ -59,19 +59,8 @@ BUILTIN_METRICS: dict[tuple[str, str], MetricInfo] = {(m.benchmark, m.name): m f
 def _from_registry(benchmark: str, name: str) -> MetricInfo | None:
     """Look the metric up in the benchmark registry; None when the registry or benchmark is unavailable."""
     try:
-        import importlib
-        import pkgutil
+        from respodiff.evaluation import registry
 
-        from respodiff.evaluation import registry  # type: ignore[attr-defined]
-
-        # Benchmarks register themselves on import; import only the one asked for, not the whole evaluation stack.
-        try:
-            import benchmarks
-
-            if any(mod.name == benchmark for mod in pkgutil.iter_modules(benchmarks.__path__)):
-                importlib.import_module(f"benchmarks.{benchmark}")
-        except ImportError:
-            pass
         bench = registry.get_benchmark(benchmark)
     except Exception as exc:  # registry absent, benchmark unknown or its deps missing: all mean "not known here"
         log.debug("benchmark registry lookup for %s failed: %s", benchmark, exc)

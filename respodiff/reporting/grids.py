@@ -18,17 +18,20 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from respodiff.errors import MissingAssetError  # noqa: E402
+from respodiff.generation.plan import DONE  # noqa: E402
+from respodiff.generation.store import MANIFEST_FILE, read_manifest  # noqa: E402
 
 log = logging.getLogger(__name__)
 
 _NEEDED = ("prompt_id", "prompt", "seed", "path", "status")
 
 
-def read_manifest(store: str | os.PathLike) -> pd.DataFrame:
-    path = Path(store) / "manifest.parquet"
+def _store_manifest(store: str | os.PathLike) -> pd.DataFrame:
+    """The store's manifest, refused with a clear message when the store is missing or predates these columns."""
+    path = Path(store) / MANIFEST_FILE
     if not path.exists():
         raise MissingAssetError(f"no image store at {store} ({path} missing): run the generate stage first")
-    df = pd.read_parquet(path)
+    df = read_manifest(store)
     missing = [c for c in _NEEDED if c not in df.columns]
     if missing:
         raise MissingAssetError(f"{path} lacks column(s) {missing}")
@@ -44,8 +47,8 @@ def select_cells(stores: dict[str, str | os.PathLike], prompt_filter: str, n_col
         raise ValueError("select_cells needs at least one store")
     keyed = None
     for label, store in stores.items():
-        m = read_manifest(store)
-        m = m[(m["status"] == "done") & m["prompt"].str.contains(prompt_filter, case=False, regex=False)]
+        m = _store_manifest(store)
+        m = m[(m["status"] == DONE) & m["prompt"].str.contains(prompt_filter, case=False, regex=False)]
         m = m.assign(**{label: [str(Path(store) / p) for p in m["path"]]})[["prompt_id", "seed", "prompt", label]]
         m = m.drop_duplicates(["prompt_id", "seed"])
         keyed = m if keyed is None else keyed.merge(m.drop(columns="prompt"), on=["prompt_id", "seed"], how="inner")

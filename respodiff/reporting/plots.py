@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen before pyplot is imported)
 
-from respodiff.atomic import replace_atomically
+from respodiff.io import replace_atomically
 from respodiff.reporting.selection import ResultRef, select  # noqa: E402
 from respodiff.reporting.specs import PlotSpec  # noqa: E402
 

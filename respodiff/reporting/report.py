@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from respodiff.io import write_text_atomically
 from respodiff.reporting.store import ResultsError, find_result_files, load_results, read_result
 from respodiff.reporting.wandb_logger import log_result, make_logger
 
@@ -59,7 +60,7 @@ def report_run(run_dir: str | os.PathLike, cfg: dict | None = None, *, group: st
         log.warning("%s: %s", results_dir, warning)
     if warnings:
         summary += "\n" + "".join(f"> **Warning:** {w}\n" for w in warnings)
-    (results_dir / "summary.md").write_text(summary, encoding="utf-8")
+    write_text_atomically(results_dir / "summary.md", summary)
     own = logger is None
     logger = logger if logger is not None else make_logger(cfg, run_dir, group, name)
     try:

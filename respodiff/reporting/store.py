@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from respodiff.atomic import replace_atomically, write_json_atomically
 from respodiff.errors import RespodiffError
+from respodiff.io import replace_atomically, short_hash, write_json_atomically
 from respodiff.provenance import git_hash, package_versions
 
 log = logging.getLogger(__name__)
@@ -212,11 +212,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9=,._+@-]+")
 
 def safe_dirname(name: str, default: str = "default") -> str:
     """File-system safe form of a run name (overrides string); long names keep a hash so they stay distinct."""
-    import hashlib
-
     clean = _UNSAFE.sub("_", name).strip("._") or default
     if len(clean) > 120:
-        clean = clean[:100] + "_" + hashlib.sha256(name.encode()).hexdigest()[:12]
+        clean = clean[:100] + "_" + short_hash(name, 12)
     return clean
 
 

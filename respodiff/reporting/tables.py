@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from respodiff.atomic import write_text_atomically
+from respodiff.io import write_text_atomically
 from respodiff.reporting.selection import ResultRef, describe_match, matches, select, split_results
 from respodiff.reporting.specs import ColumnSpec, RowSpec, TableSpec, load_specs
 from respodiff.reporting.store import group_key, load_results

@@ -35,7 +35,8 @@ model card's known limitations, notably that "tan", the middle tone, is the word
 
 Modules: world (ground truth, caption sampler), renderer, classifiers (exact classifiers and the
 caption-agreement score), prompts (benchmark tables), tokenizer (CLIP BPE files, one token per
-world word), fid_features (project-trained CNN for toy FID), train_toy_model (the toy model).
+world word), fid_features (project-trained CNN for toy FID), toy_model (the toy model's architecture),
+train_toy_model (trains it), check_toy_model (measures its planted biases).
 """
 
 from .prompts import (

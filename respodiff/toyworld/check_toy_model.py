@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from respodiff.io import write_json_atomically
+
 from .classifiers import classify
 from .prompts import TOY_PROMPTS, i2p_toy_table, winobias_toy_table
 from .world import GENDERS, KINDS, RACES, devrat, stable_int
@@ -28,10 +30,12 @@ from .world import GENDERS, KINDS, RACES, devrat, stable_int
 
 def pipeline_from_checkpoint(work: Path):
     """Assemble a pipeline from a training run's work dir (EMA weights of the last checkpoint)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+    from diffusers import AutoencoderKL, DDIMScheduler
+
+    from respodiff.models import sd_pipeline
 
     from .tokenizer import build_tokenizer
-    from .train_toy_model import SCHEDULER_KW, make_text_encoder, make_unet
+    from .toy_model import SCHEDULER_KW, make_text_encoder, make_unet
 
     tok = build_tokenizer(work / "tokenizer_src")
     state = torch.load(work / "unet_ckpt.pt", weights_only=True)
@@ -39,11 +43,8 @@ def pipeline_from_checkpoint(work: Path):
     unet.load_state_dict(state["ema_unet"])
     te.load_state_dict(state["ema_te"])
     print(f"checkpoint at step {state['step']}")
-    return StableDiffusionPipeline(
-        vae=AutoencoderKL.from_pretrained(work / "vae"), text_encoder=te.eval(), tokenizer=tok, unet=unet.eval(),
-        scheduler=DDIMScheduler(**SCHEDULER_KW), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    vae = AutoencoderKL.from_pretrained(work / "vae")
+    return sd_pipeline(vae, te.eval(), tok, unet.eval(), DDIMScheduler(**SCHEDULER_KW))
 
 
 def generate(pipe, prompts: list[str], n: int, steps: int, guidance: float, tag: str) -> np.ndarray:
@@ -148,7 +149,7 @@ def main(argv=None) -> None:
     tables = ("per_kind", "concept_prompts", "race_named_kinds")
     print(json.dumps({k: v for k, v in report.items() if k not in tables}, indent=2))
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        write_json_atomically(args.json, report)
 
 
 if __name__ == "__main__":

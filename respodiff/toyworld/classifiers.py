@@ -71,30 +71,8 @@ def _nearest(colours: np.ndarray, palette: dict[str, tuple[int, int, int]], name
     return np.asarray(names, dtype=object)[best], prob[np.arange(len(best)), best], prob
 
 
-def classify_kind(images):
-    x = as_uint8(images)
-    return _nearest(_region_colour(x, CORE_TORSO, blood_mask(x)), KIND_COLOURS, KINDS)[:2]
-
-
-def classify_gender(images):
-    x = as_uint8(images)
-    return _nearest(_region_colour(x, CORE_BACKGROUND, blood_mask(x)), GENDER_COLOURS, GENDERS)[:2]
-
-
-def classify_race(images):
-    x = as_uint8(images)
-    return _nearest(_region_colour(x, CORE_FACE, blood_mask(x)), RACE_COLOURS, RACES)[:2]
-
-
-def detect_unsafe(images):
-    """(is_unsafe, red pixel count). Confidence-like score: min(1, count / (2 * threshold))."""
-    x = as_uint8(images)
-    count = blood_mask(x).reshape(len(x), -1).sum(axis=1)
-    return count >= UNSAFE_MIN_PIXELS, count
-
-
 def classify(images) -> pd.DataFrame:
-    """All classifiers at once: one row per image."""
+    """Every attribute at once, one row per image: kind, gender and race with their confidences, and blood."""
     x = as_uint8(images)
     blood = blood_mask(x)
     kind, kind_conf, kind_prob = _nearest(_region_colour(x, CORE_TORSO, blood), KIND_COLOURS, KINDS)

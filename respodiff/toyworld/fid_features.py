@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import time
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from respodiff.io import write_json_atomically
 
 from .renderer import render_many
 from .world import GENDERS, KINDS, RACES, sample_scenes, stable_int
@@ -102,7 +103,7 @@ def train(out: Path, steps: int = 800, batch: int = 64, seed: int = 0) -> None:
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, out / "model.safetensors")
     meta = {"version": VERSION, "feature_dim": FEATURE_DIM, "steps": steps, "batch": batch, "seed": seed,
             "input": "uint8 NHWC 32x32 RGB", "trained_on": "toy-world renders (respodiff.toyworld)"}
-    (out / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json_atomically(out / "config.json", meta)
 
 
 @functools.lru_cache(maxsize=4)

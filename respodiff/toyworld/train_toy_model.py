@@ -11,7 +11,7 @@ Stages (each resumable from --work-dir, default outputs/toy_train):
      guidance; an EMA of both is what gets saved. The last --refine-steps over-sample captions
      that name a race, most of all those naming a race and a kind (refine_weights says why);
   4. save a StableDiffusionPipeline (DDIMScheduler, no safety checker) with `save_pretrained`.
-Sizes were picked so the whole run takes a little over an hour on 2 CPU cores shared with other jobs (see
+Sizes (toy_model.py) were picked so the whole run takes a little over an hour on 2 CPU cores shared with other jobs (see
 --trial; measured ~0.55 s per UNet step of batch 64 with one thread); --max-minutes (default 90)
 stops the UNet stage early if the machine is slower, and the model card records the steps done.
 Deterministic: fixed seeds, one generator seed per step, so a resumed run matches an
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import time
 from pathlib import Path
@@ -31,78 +30,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .renderer import render_many
-from .tokenizer import MODEL_MAX_LENGTH, build_tokenizer, write_tokenizer_files
-from .world import IMAGE_SIZE, KINDS, RACES, sample_scenes
+from respodiff.io import replace_atomically, save_torch_atomically
 
-SCHEDULER_KW = dict(
-    num_train_timesteps=1000,
-    beta_start=0.00085,
-    beta_end=0.012,
-    beta_schedule="scaled_linear",
-    clip_sample=False,
-    set_alpha_to_one=False,
-    steps_offset=1,
-    prediction_type="epsilon",
-)
+from .renderer import render_many
+from .tokenizer import MODEL_MAX_LENGTH, build_tokenizer
+from .toy_model import SCHEDULER_KW, make_text_encoder, make_unet, make_vae, save_pipeline
+from .world import KINDS, RACES, sample_scenes
 
 
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-# ---------------------------------------------------------------------------- model configs
-def make_vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64),
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=16,
-        sample_size=IMAGE_SIZE,
-    )
-
-
-def make_text_encoder(tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    cfg = CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=512,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        max_position_embeddings=MODEL_MAX_LENGTH,
-        projection_dim=128,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return CLIPTextModel(cfg)
-
-
-def make_unet():
-    from diffusers import UNet2DConditionModel
-
-    # 8x8 latents -> 4x4 bottleneck: h-space is 128 x 4 x 4 (SD1.4's is 1280 x 8 x 8). Two levels
-    # keep the bottleneck spatial and the model ~3M parameters (~0.3 s per batch of 64 on 2 cores).
-    return UNet2DConditionModel(
-        sample_size=IMAGE_SIZE // 4,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(64, 128),
-        layers_per_block=1,
-        cross_attention_dim=128,
-        attention_head_dim=4,
-        norm_num_groups=32,
-    )
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -117,9 +54,7 @@ class Checkpointer:
         self.path = path
 
     def save(self, state: dict) -> None:
-        tmp = self.path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.path)
+        save_torch_atomically(self.path, state)  # a run killed mid-save resumes from the previous checkpoint
 
     def load(self) -> dict | None:
         return torch.load(self.path, weights_only=True) if self.path.exists() else None
@@ -141,7 +76,7 @@ def stage_data(args, work: Path):
     scenes = sample_scenes(args.n_images, args.seed)
     images = render_many(scenes)
     captions = [s.caption for s in scenes]
-    np.savez(path, images=images, captions=np.array(captions))
+    replace_atomically(path, lambda handle: np.savez(handle, images=images, captions=np.array(captions)))
     log(f"rendered {len(scenes)} images in {time.time() - t0:.0f}s")
     return images, captions
 
@@ -209,7 +144,7 @@ def stage_latents(work: Path, vae, images: np.ndarray):
             means.append(post.mean)
             stds.append(post.std)
     lat = {"mean": torch.cat(means), "std": torch.cat(stds)}
-    torch.save(lat, path)
+    save_torch_atomically(path, lat)
     return lat
 
 
@@ -352,25 +287,6 @@ def unet_lr(args, step: int) -> float:
     frac = (step - args.unet_steps) / max(1, args.refine_steps)
     top = max(args.refine_lr_fraction, 0.1)
     return args.lr * (0.1 + (top - 0.1) * 0.5 * (1 + math.cos(math.pi * frac)))
-
-
-def save_pipeline(out: Path, vae, text_encoder, tokenizer, unet, meta: dict) -> None:
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline(
-        vae=vae.eval(),
-        text_encoder=text_encoder.eval(),
-        tokenizer=tokenizer,
-        unet=unet.eval(),
-        scheduler=DDIMScheduler(**SCHEDULER_KW),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(out, safe_serialization=True)
-    # transformers 5 saves tokenizer.json only; keep the CLIP BPE source files beside it too.
-    write_tokenizer_files(out / "tokenizer")
-    (out / "toy_model_card.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def main(argv=None) -> None:

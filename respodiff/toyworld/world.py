@@ -236,11 +236,3 @@ def devrat(counts) -> float:
     frac = counts / counts.sum()
     return float(np.max(np.abs(frac - 1.0 / c)) / (1.0 - 1.0 / c))
 
-
-def planted_devrat() -> dict[str, dict[str, float]]:
-    """DevRat each kind's planted distribution would score with infinitely many images."""
-    out: dict[str, dict[str, float]] = {"gender": {}, "race": {}}
-    for k in KINDS:
-        out["gender"][k] = devrat([1 - GENDER_SKEW[k], GENDER_SKEW[k]])
-        out["race"][k] = devrat(RACE_SKEW[k])
-    return out

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from .base import Method, register_method
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +86,20 @@ def safe_pipeline(pipe, safety_concept: str | None = None):
         safe.safety_concept = safety_concept
     log.info("SLD: diffusers' safe pipeline over the loaded components; safety concept %r", safe.safety_concept)
     return safe
+
+
+@register_method
+class SLDMethod(Method):
+    """SLD at one of diffusers' presets (conf/method/sld_*.yaml), `params` overriding single arguments."""
+
+    kind = "sld"
+    keys = frozenset({"preset", "params", "safety_concept"})
+
+    def validate(self, arch: str) -> None:
+        validate(self.options, arch)
+
+    def prepare_pipeline(self, pipe):
+        return safe_pipeline(pipe, self.options.get("safety_concept"))
+
+    def generation_options(self, model_identity: str) -> dict[str, Any]:
+        return {"model_identity": model_identity, "pipeline_kwargs": sld_arguments(self.options)}

@@ -23,7 +23,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointMismatchError, ConfigError, MissingAssetError
-from ..evaluation.q16_prompts import sha256_file
+from ..io import sha256_file
+from .base import Method, register_method
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,27 @@ def weights_digest(path: str | Path) -> str:
     return _digest(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
-def model_identity(base_identity: str, method: Mapping[str, Any]) -> str:
+def esd_model_identity(base_identity: str, method: Mapping[str, Any]) -> str:
     """What image stores name an ESD model by: the base model plus the weights' digest."""
     return f"{base_identity}+esd:{weights_digest(weights_path(method))[:16]}"
+
+
+@register_method
+class ESDMethod(Method):
+    kind = "esd"
+    keys = frozenset({"weights", "partial"})
+
+    def validate(self, arch: str) -> None:
+        if self.options.get("weights"):
+            weights_path(self.options)  # the suffix; existence is an asset check
+
+    def check_assets(self) -> None:
+        check_assets(self.options)
+
+    def prepare_pipeline(self, pipe):
+        load_esd_weights(pipe.unet, self.options)
+        return pipe
+
+    def generation_options(self, model_identity: str) -> dict[str, Any]:
+        # Base and ESD images never share a store: the identity carries the weights' digest.
+        return {"model_identity": esd_model_identity(model_identity, self.options)}

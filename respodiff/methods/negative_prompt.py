@@ -1,7 +1,7 @@
 """The negative-prompt baseline: plain SD whose classifier-free guidance pushes away from text.
 
 Safety concepts: every image gets the unsafe concepts as its negative prompt ("violence, sexual"), the cheap
-baseline every safety paper can be compared with (set when the manifest is built: `stages._negative_prompt`).
+baseline every safety paper can be compared with.
 
 Fairness concepts (this project's definition; the RespoDiff paper has no such row): each image is assigned a
 concept exactly as the h-space methods assign one (balanced or uniform, by the same manifest position and seed),
@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ConfigError
+from .base import Method, register_method
 
 
 def fairness_negative_prompts(manifest: pd.DataFrame, concepts: Mapping[str, Any], sampling: str) -> pd.DataFrame:
@@ -41,3 +42,25 @@ def fairness_negative_prompts(manifest: pd.DataFrame, concepts: Mapping[str, Any
     out["negative_prompt"] = negatives
     out["concept_weights"] = json.dumps({})
     return out
+
+
+def safety_negative_prompt(concepts: Mapping[str, Any]) -> str:
+    """The safety concepts' negative prompts joined, e.g. "violence, sexual"."""
+    items = concepts["items"].values()
+    return ", ".join(item["negative_prompt"] for item in items if item.get("negative_prompt"))
+
+
+@register_method
+class NegativePromptMethod(Method):
+    kind = "negative_prompt"
+
+    def validate(self, arch: str) -> None:
+        if self.concepts["kind"] == "fairness" and len(self.concept_names) < 2:
+            raise ConfigError("negative_prompt on fairness concepts needs two or more concepts (one is avoided per image)")
+
+    def adjust_manifest(self, manifest: pd.DataFrame, sampling: str) -> pd.DataFrame:
+        if self.concepts["kind"] == "fairness":
+            return fairness_negative_prompts(manifest, self.concepts, sampling)
+        out = manifest.copy()
+        out["negative_prompt"] = safety_negative_prompt(self.concepts)
+        return out
