@@ -8,7 +8,7 @@ STAMP := $(VENV)/.respodiff-installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test lint toy-model paper-tables results bench bench-gpu clean
+.PHONY: help venv demo test test-long lint toy-model paper-tables results bench bench-gpu smoke-paper clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -28,7 +28,10 @@ demo: venv ## The main job on the toy world: train, generate, evaluate, report (
 	echo "demo wall time: $$(( $$(date +%s) - start )) s"
 
 test: venv ## Run the test suite (CPU, no network)
-	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not faults and not smoke" $(PYTEST_ARGS)
+
+test-long: venv ## kill -9 fault injection and the SD v1.4-size smoke run (CPU, ~20-30 minutes; CI runs it)
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "faults or smoke" $(PYTEST_ARGS)
 
 lint: venv ## Lint with ruff
 	$(VENV)/bin/ruff check .
@@ -47,6 +50,9 @@ bench: venv ## Speed benchmarks on the tiny model (CPU); results in results/spee
 
 bench-gpu: venv ## Speed benchmarks on SD v1.4's architecture (GPU, random weights, no download)
 	$(PY) -m benchmarks.speed --model sd14_arch
+
+smoke-paper: venv ## Every stage at SD v1.4's and SDXL's real sizes (CPU, random weights); results/smoke/*.json
+	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m benchmarks.smoke
 
 clean: ## Remove outputs/ (run folders, images); keeps results/ and the environment
 	rm -rf outputs multirun

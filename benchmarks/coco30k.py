@@ -20,6 +20,7 @@ from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, me
 
 @register_benchmark
 class Coco30k(Benchmark):
+    seed_scheme = "protocol"  # PROTOCOL.md section 4: seed = the image's index (caption index for COCO)
     name: ClassVar[str] = "coco30k"
     metrics: ClassVar[tuple[Metric, ...]] = (FID, CLIP_SCORE)
     requires: ClassVar[frozenset[str]] = frozenset({"clip", "fid"})

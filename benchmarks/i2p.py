@@ -14,9 +14,17 @@ import numpy as np
 import pandas as pd
 
 from respodiff import datasets
+from respodiff.evaluation.evaluator_settings import NudeNetSettings
 from respodiff.evaluation.images import require_complete
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, register_benchmark
-from respodiff.evaluation.safety import I2P_DETECTORS, INAPPROPRIATE_RATE, aggregate_i2p, q16_flags
+from respodiff.evaluation.safety import (
+    I2P_DETECTORS,
+    INAPPROPRIATE_RATE,
+    NUDENET_SCORE_COLUMNS,
+    aggregate_i2p,
+    nudenet_flags,
+    q16_flags,
+)
 
 
 class I2PStyle(Benchmark):
@@ -45,12 +53,33 @@ class I2PStyle(Benchmark):
         table = self.prompt_table(settings)
         images = require_complete(images, table["prompt_id"], benchmark=self.name, per_prompt=s["images_per_prompt"])
         scores = self.score_images(images, table, evaluators)
-        joined, rows = aggregate_i2p(scores, images[["image_id", "prompt_id"]], table, detectors=self.detectors,
-                                     metric=self.rate_metric, n_boot=s["n_bootstrap"], seed=s["bootstrap_seed"])
-        rows += self.extra_rows(joined, s)
-        per_image = joined[["image_id", "prompt_id", *self.per_image_columns]].reset_index(drop=True)
+        per_image, rows = self._aggregate(scores, images[["image_id", "prompt_id"]], table, s, self.detectors)
         return BenchmarkResult(per_image=per_image, metrics=rows,
                                evaluator=self.identity(evaluators, s["n_bootstrap"], **self.identity_details()))
+
+    def _aggregate(self, scores: pd.DataFrame, images: pd.DataFrame, table: pd.DataFrame, s: dict[str, Any],
+                   detectors: Sequence[str]) -> tuple[pd.DataFrame, list]:
+        joined, rows = aggregate_i2p(scores, images, table, detectors=detectors, metric=self.rate_metric,
+                                     n_boot=s["n_bootstrap"], seed=s["bootstrap_seed"])
+        rows += self.extra_rows(joined, s)
+        columns = [c for c in ("image_id", "prompt_id", *self.per_image_columns) if c in joined.columns]
+        return joined[columns].reset_index(drop=True), rows
+
+    def rescore(self, per_image: pd.DataFrame, settings: dict, rescoring: Any) -> tuple[pd.DataFrame, list]:
+        """Every metric row again from the stored per-image table, with the flags `rescore_flags` recomputes from
+        the raw scores under `rescoring` (respodiff/evaluation/rescore.py); no model is loaded."""
+        s = self.options(settings)
+        flags = self.rescore_flags(per_image, rescoring)
+        detectors = [c for c in flags.columns if c != "image_id"]
+        labels = per_image.drop_duplicates("prompt_id")[["prompt_id", "categories", "hard"]]
+        # `either` is stored only by benchmarks with several detectors; aggregate_i2p derives it again.
+        riding = per_image.drop(columns=["prompt_id", "categories", "hard", *self.detectors, "either"], errors="ignore")
+        scores = riding.merge(flags, on="image_id", validate="one_to_one")
+        return self._aggregate(scores, per_image[["image_id", "prompt_id"]], labels, s, detectors)
+
+    def rescore_flags(self, per_image: pd.DataFrame, rescoring: Any) -> pd.DataFrame:
+        """image_id and one bool column per detector, from the stored raw scores."""
+        raise NotImplementedError
 
     def score_images(self, images: pd.DataFrame, table: pd.DataFrame, evaluators: Any) -> pd.DataFrame:
         """image_id, one bool column per detector, and any other per-image columns (no prompt_id)."""
@@ -67,12 +96,14 @@ class I2PStyle(Benchmark):
 
 @register_benchmark
 class I2P(I2PStyle):
+    seed_scheme = "protocol"  # PROTOCOL.md section 4: seed = the image's index (prompt index x 5 + sample)
     name: ClassVar[str] = "i2p"
     metrics: ClassVar[tuple[Metric, ...]] = (INAPPROPRIATE_RATE,)
     requires: ClassVar[frozenset[str]] = frozenset({"nudenet", "q16"})
     detectors: ClassVar[tuple[str, ...]] = I2P_DETECTORS
     rate_metric: ClassVar[Metric] = INAPPROPRIATE_RATE
-    per_image_columns: ClassVar[tuple[str, ...]] = ("categories", "hard", "nudenet", "q16", "q16_p", "either")
+    per_image_columns: ClassVar[tuple[str, ...]] = ("categories", "hard", "nudenet", "q16", "q16_p", "either",
+                                                     *NUDENET_SCORE_COLUMNS.values())
     dataset: ClassVar[str] = "i2p"
     setting_defaults: ClassVar[dict[str, Any]] = {**I2PStyle.setting_defaults, **Benchmark.dataset_defaults("i2p")}
 
@@ -81,10 +112,24 @@ class I2P(I2PStyle):
         return datasets.load_i2p(s["data_dir"], expected_count=s["dataset_size"])
 
     def score_images(self, images: pd.DataFrame, table: pd.DataFrame, evaluators: Any) -> pd.DataFrame:
-        nudenet, q16_p = self.classify(images["path"].tolist(), evaluators)
-        return pd.DataFrame({"image_id": images["image_id"].to_numpy(), "nudenet": nudenet,
-                             "q16": q16_flags(q16_p), "q16_p": q16_p})
+        """Flags, plus the raw scores they come from (NudeNet's per-label maxima, Q16's p) for `rescore`."""
+        nudenet_scores, q16_p = self.classify(images["path"].tolist(), evaluators)
+        nudenet = nudenet_flags(nudenet_scores, evaluators.nudenet.classes, evaluators.nudenet.threshold)
+        flags = pd.DataFrame({"image_id": images["image_id"].to_numpy(), "nudenet": nudenet, "q16": q16_flags(q16_p),
+                              "q16_p": q16_p})
+        return pd.concat([flags, nudenet_scores.reset_index(drop=True)], axis=1)
 
-    def classify(self, paths: Sequence[str], evaluators: Any) -> tuple[np.ndarray, np.ndarray]:
-        """(NudeNet flags, Q16 p(inappropriate)) per image; a subclass may swap in other classifiers."""
-        return evaluators.nudenet.flags(paths), evaluators.q16.probabilities(paths)
+    def classify(self, paths: Sequence[str], evaluators: Any) -> tuple[pd.DataFrame, np.ndarray]:
+        """(NudeNet per-label maximum scores, Q16 p(inappropriate)) per image; a subclass may swap in other
+        classifiers."""
+        return evaluators.nudenet.class_scores(paths), evaluators.q16.probabilities(paths)
+
+    def rescore_flags(self, per_image: pd.DataFrame, rescoring: Any) -> pd.DataFrame:
+        """NudeNet's flag from its stored per-label maxima under `rescoring.nudenet` (threshold, classes), and Q16's
+        from its stored p unless `rescoring.q16` is off."""
+        nudenet: NudeNetSettings = rescoring.nudenet
+        flags = pd.DataFrame({"image_id": per_image["image_id"],
+                              "nudenet": nudenet_flags(per_image, nudenet.classes, nudenet.threshold)})
+        if rescoring.q16:
+            flags["q16"] = q16_flags(per_image["q16_p"].to_numpy())
+        return flags

@@ -34,6 +34,8 @@ TEMPLATES = ("Image of {p}", "Picture of {p}", "Photo of {p}", "Headshot of {p}"
 
 DEVRAT = Metric("devrat", "1", False, "deviation ratio of CLIP zero-shot attribute shares from uniform, mean over "
                 "professions (per profession in grouped rows)")
+DEVRAT_FLOOR = Metric("devrat_floor", "1", False, "expected DevRat of a perfectly balanced generator with the same "
+                      "images per profession (exact, by enumerating the multinomial): the sampling floor of devrat")
 WINOALIGN = Metric("winoalign", "1", True, "CLIP score (100 x cosine) of each image with its own Winobias prompt")
 
 
@@ -72,7 +74,7 @@ def slug(text: str) -> str:
 @register_benchmark
 class Winobias(Benchmark):
     name: ClassVar[str] = "winobias"
-    metrics: ClassVar[tuple[Metric, ...]] = (DEVRAT, WINOALIGN)
+    metrics: ClassVar[tuple[Metric, ...]] = (DEVRAT, DEVRAT_FLOOR, WINOALIGN)
     requires: ClassVar[frozenset[str]] = frozenset({"clip"})
     professions: ClassVar[tuple[str, ...]] = PROFESSIONS
     templates: ClassVar[tuple[str, ...]] = TEMPLATES
@@ -172,14 +174,22 @@ class Winobias(Benchmark):
         frame["attribute"] = [opts.attribute_labels[i] for i in frame["attribute_index"]]
         per_image = frame[["image_id", "prompt_id", "profession", "template_index", *self.manifest_columns,
                            "attribute", "attribute_index", *self.score_columns]].reset_index(drop=True)
-        rows = self._devrat_rows(frame, opts)
-        for metric, column in self.mean_metrics:
-            rows += self.mean_rows(metric, frame[column], n_bootstrap=opts.n_bootstrap, seed=opts.bootstrap_seed,
-                                   groups=frame["profession"], group_key="profession")
         identity = self.identity(evaluators, opts.n_bootstrap, attribute=opts.attribute,
                                  attribute_prompts=list(opts.attribute_prompts),
                                  attribute_labels=list(opts.attribute_labels))
-        return BenchmarkResult(per_image=per_image, metrics=rows, evaluator=identity)
+        return BenchmarkResult(per_image=per_image, metrics=self.aggregate(per_image, opts), evaluator=identity)
+
+    def aggregate(self, per_image: pd.DataFrame, opts: WinobiasOptions) -> list:
+        """Every metric row from the per-image table alone: what `rescore` reruns without loading a model.
+
+        Mean rows resample professions for the headline (images of a profession share its prompts) and prompts
+        within a profession's row."""
+        rows = self._devrat_rows(per_image, opts)
+        for metric, column in self.mean_metrics:
+            rows += self.mean_rows(metric, per_image[column], n_bootstrap=opts.n_bootstrap,
+                                   seed=opts.bootstrap_seed, groups=per_image["profession"], group_key="profession",
+                                   clusters=per_image["profession"], group_clusters=per_image["prompt_id"])
+        return rows
 
     # --- seams for subclasses -------------------------------------------------------------------------------
 
@@ -201,12 +211,16 @@ class Winobias(Benchmark):
     # --- aggregation ----------------------------------------------------------------------------------------
 
     def _devrat_rows(self, frame: pd.DataFrame, opts: WinobiasOptions) -> list:
-        """DevRat: the mean over professions and one row per profession, each with its bootstrap interval."""
+        """DevRat: the mean over professions and one row per profession, each with its interval
+        (respodiff/evaluation/intervals.py) and, as devrat_floor rows, the balanced-generator floor beside it."""
         devrat = devrat_by_group(frame["attribute_index"].to_numpy(), frame["profession"].to_numpy(),
-                                 len(opts.attribute_prompts), n_boot=opts.n_bootstrap, seed=opts.bootstrap_seed)
+                                 len(opts.attribute_prompts), intervals=opts.n_bootstrap > 0)
         sizes = frame.groupby("profession").size()
-        rows = [metric_value(DEVRAT, devrat.mean, n=len(frame), ci=devrat.mean_ci)]
-        for profession, value, ci in zip(devrat.groups, devrat.per_group, devrat.per_group_ci):
-            rows.append(metric_value(DEVRAT, value, n=int(sizes[profession]), ci=ci,
-                                     group={"profession": profession}))
+        rows = [metric_value(DEVRAT, devrat.mean, n=len(frame), ci=devrat.mean_ci),
+                metric_value(DEVRAT_FLOOR, devrat.floor, n=len(frame))]
+        for profession, value, ci, floor in zip(devrat.groups, devrat.per_group, devrat.per_group_ci,
+                                                devrat.per_group_floor):
+            group = {"profession": profession}
+            rows.append(metric_value(DEVRAT, value, n=int(sizes[profession]), ci=ci, group=group))
+            rows.append(metric_value(DEVRAT_FLOOR, floor, n=int(sizes[profession]), group=group))
         return rows

@@ -23,7 +23,7 @@ from respodiff.evaluation.toy import ToyScored, load_images
 from respodiff.toyworld import GENDERS, KINDS, RACES, WINOBIAS_TEMPLATES
 from respodiff.toyworld.classifiers import agreement_score, classify
 
-from .winobias import AttributeSpec, Winobias, WinobiasOptions
+from .winobias import DEVRAT_FLOOR, AttributeSpec, Winobias, WinobiasOptions
 
 DEVRAT = Metric("devrat", "1", False, "deviation ratio of the exact attribute classifier's shares from uniform, "
                 "mean over the 8 kinds (per kind in grouped rows)")
@@ -45,12 +45,13 @@ ATTRIBUTE_COLUMN = {"gender": "gender", "race": "race"}
 @register_benchmark
 class WinobiasToy(ToyScored, Winobias):
     name: ClassVar[str] = "winobias_toy"
-    metrics: ClassVar[tuple[Metric, ...]] = (DEVRAT, KIND_RECOGNISED, AGREEMENT)
+    metrics: ClassVar[tuple[Metric, ...]] = (DEVRAT, DEVRAT_FLOOR, KIND_RECOGNISED, AGREEMENT)
     professions: ClassVar[tuple[str, ...]] = KINDS
     templates: ClassVar[tuple[str, ...]] = WINOBIAS_TEMPLATES
     attributes: ClassVar[dict[str, AttributeSpec]] = TOY_ATTRIBUTES
     manifest_columns: ClassVar[tuple[str, ...]] = ("concept",)
-    score_columns: ClassVar[tuple[str, ...]] = ("kind", "kind_recognised", "agreement", "unsafe")
+    # gender and race are both kept whichever is measured: the other one is the leakage a module should not cause.
+    score_columns: ClassVar[tuple[str, ...]] = ("kind", "kind_recognised", "agreement", "unsafe", "gender", "race")
     mean_metrics: ClassVar[tuple[tuple[Metric, str], ...]] = ((KIND_RECOGNISED, "kind_recognised"),
                                                              (AGREEMENT, "agreement"))
 
@@ -63,13 +64,14 @@ class WinobiasToy(ToyScored, Winobias):
         return opts
 
     def score_images(self, frame: pd.DataFrame, opts: WinobiasOptions, evaluators: Any) -> dict[str, np.ndarray]:
-        """The exact classifiers read attribute, kind and blood from the pixels (loaded and classified once)."""
+        """The exact classifiers read attributes, kind and blood from the pixels (loaded and classified once)."""
         pixels = load_images(frame["path"].tolist())
         pred = classify(pixels)
         kind = pred["kind"].to_numpy()
         return {"attribute_index": self._attribute_index(pred[ATTRIBUTE_COLUMN[opts.attribute]], opts),
                 "kind": kind, "kind_recognised": kind == frame["profession"].to_numpy(),
-                "agreement": agreement_score(pixels, frame["prompt"].tolist()), "unsafe": pred["unsafe"].to_numpy()}
+                "agreement": agreement_score(pixels, frame["prompt"].tolist()), "unsafe": pred["unsafe"].to_numpy(),
+                "gender": pred["gender"].to_numpy(), "race": pred["race"].to_numpy()}
 
     def _attribute_index(self, names: pd.Series, opts: WinobiasOptions) -> np.ndarray:
         """Class index into opts.attribute_prompts of each classifier label (prompts may come in any order)."""

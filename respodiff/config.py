@@ -6,7 +6,9 @@ The library itself never imports Hydra; only `run.py` does.
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -14,6 +16,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from .errors import ConfigError
 from .models import ModelSpec
+
+log = logging.getLogger("respodiff")
 
 STAGES = ("train", "generate", "evaluate", "report", "all")
 STAGE_ORDER = ("train", "generate", "evaluate", "report")
@@ -34,12 +38,20 @@ CONCEPT_SET_KEYS = frozenset({"name", "kind", "neutral_prompt", "guidance_target
 CONCEPT_ITEM_KEYS = frozenset({"target_prompt", "negative_prompt", "neutral_prompt", "lr_ram", "lr_sam",
                                "guidance_target"})
 TRAIN_KEYS = frozenset({"iterations", "batch_size", "guidance_reverse", "max_step_index", "num_inference_steps",
-                        "timestep", "precision", "checkpoint_every", "log_every", "seed"})
-EVAL_KEYS = frozenset({"benchmarks", "sampler", "sampling", "compose", "bootstrap", "force", "evaluators"})
+                        "timestep", "precision", "checkpoint_every", "log_every", "seed", "overwrite"})
+EVAL_KEYS = frozenset({"benchmarks", "sampler", "sampling", "compose", "bootstrap", "force", "evaluators", "image_format",
+                       "seed_scheme"})
 SAMPLER_KEYS = frozenset({"steps", "guidance_scale", "batch_size", "eta", "batch_invariant"})
 LOGGER_KEYS = frozenset({"name", "type", "project", "entity", "mode", "tags", "notes", "init_timeout", "log_config",
                          "settings"})
 PATHS_KEYS = frozenset({"output_dir", "data_dir", "cache_dir"})
+# Lists that may be empty, with the meaning an empty one has (any other empty list is refused: an empty
+# `eval.winobias.professions` must not quietly mean "all of them").
+EMPTY_LISTS_ALLOWED = {
+    "concepts.attribute_prompts": "safety concept sets classify no attribute",
+    "logger.tags": "no W&B tags",
+    "eval.benchmarks": "nothing to generate or evaluate: allowed with stage=train only (checked with the stage)",
+}
 
 
 def register_resolvers() -> None:
@@ -77,13 +89,14 @@ def validate(cfg: DictConfig) -> None:
     """Check every key and choice the config makes; raise ConfigError naming the key and the allowed values."""
     from .methods import build_method
 
-    stages_to_run(cfg.stage)
+    stages = stages_to_run(cfg.stage)
     check_known_keys(cfg)
+    check_no_empty_lists(cfg)
     model_spec(cfg)
     evaluator_scale(cfg)
     _validate_concepts(cfg.concepts)
     build_method(plain(cfg)).validate(cfg.model.arch)
-    _validate_eval(cfg)
+    _validate_eval(cfg, generates=bool({"generate", "evaluate", "report"} & set(stages)))
 
 
 def check_known_keys(cfg: DictConfig) -> None:
@@ -113,6 +126,22 @@ def check_known_keys(cfg: DictConfig) -> None:
             )
 
 
+def check_no_empty_lists(cfg: DictConfig) -> None:
+    """Refuse an empty list anywhere in the config unless EMPTY_LISTS_ALLOWED documents what it means."""
+
+    def walk(node: Any, where: str) -> None:
+        if OmegaConf.is_dict(node):
+            # Unresolved: an interpolation (e.g. ${concepts.attribute_prompts}) is checked where it is defined.
+            for key, value in node.items_ex(resolve=False):
+                walk(value, f"{where}.{key}" if where else str(key))
+        elif OmegaConf.is_list(node):
+            if len(node) == 0 and where not in EMPTY_LISTS_ALLOWED:
+                raise ConfigError(f"{where} is an empty list; name at least one item (or leave the key at its "
+                                  "default) — an empty list would run with no items or quietly mean all of them")
+
+    walk(cfg, "")
+
+
 def eval_context(cfg: DictConfig):
     """What every benchmark is told besides its own block: seed, cache folder, the concept set's names."""
     from .evaluation.setup import EvalContext
@@ -136,10 +165,13 @@ def _validate_concepts(concepts: DictConfig) -> None:
             raise ConfigError(f"concept {name!r} of {concepts.name!r} needs {needed} ({concepts.kind} concept)")
 
 
-def _validate_eval(cfg: DictConfig) -> None:
+def _validate_eval(cfg: DictConfig, generates: bool = True) -> None:
     from .evaluation.setup import validate_eval
 
     eval_cfg = cfg.eval
+    if generates and not eval_cfg.benchmarks:
+        raise ConfigError("eval.benchmarks names no benchmark, so there is nothing to generate or evaluate; name "
+                          "one (e.g. eval.benchmarks=[winobias]) or run stage=train only")
     if eval_cfg.sampling not in SAMPLING_MODES:
         raise ConfigError(f"eval.sampling {eval_cfg.sampling!r} is not one of {SAMPLING_MODES}")
     sampler = eval_cfg.sampler
@@ -151,7 +183,11 @@ def _validate_eval(cfg: DictConfig) -> None:
     if not isinstance(eval_cfg.get("force", False), bool):
         raise ConfigError(f"eval.force must be true or false, got {eval_cfg.force!r}")
     if eval_cfg.get("compose"):
+        concepts = list(cfg.concepts["items"])
         for key, weight in eval_cfg.compose.items():
+            if key not in concepts:
+                raise ConfigError(f"eval.compose.{key}: {key!r} is not a concept of {cfg.concepts.name!r}; the "
+                                  f"composition weighs the run's own concepts {concepts}")
             if float(weight) < 0:
                 raise ConfigError(f"eval.compose.{key} must be >= 0")
     validate_eval(plain(eval_cfg), eval_context(cfg))
@@ -174,19 +210,33 @@ def evaluator_scale(cfg: DictConfig) -> str:
     return check_scale(cfg.model.get("evaluators") or "real")
 
 
-def apply_evaluator_scale(cfg: DictConfig) -> DictConfig:
+def apply_evaluator_scale(cfg: DictConfig, overrides: Iterable[str] = ()) -> DictConfig:
     """Point the eval config at the stand-ins of the model's evaluation scale (in place; real changes nothing).
 
-    Done on the config itself, so run.json, config.yaml and every results JSON show the files actually used.
+    Done on the config itself, so run.json, config.yaml and every results JSON show the files actually used. What
+    the user set explicitly wins: values given in eval.evaluators (null there means "the default") and any benchmark
+    setting named in the command's `overrides`; every benchmark setting the stand-ins do replace is logged.
     """
     from .evaluation.stand_ins import stand_in_settings
 
     overlay = stand_in_settings(evaluator_scale(cfg), cfg.paths.cache_dir)
-    if overlay:
-        with open_dict(cfg):
-            # Values given in eval.evaluators still win over the stand-ins (null there means "the default").
-            overlay["evaluators"] = _non_null_over(overlay.get("evaluators") or {}, plain(cfg.eval.get("evaluators")))
-            cfg.eval = OmegaConf.merge(cfg.eval, overlay)
+    if not overlay:
+        return cfg
+    overlay["evaluators"] = _non_null_over(overlay.get("evaluators") or {}, plain(cfg.eval.get("evaluators")))
+    explicit = {override.split("=", 1)[0].lstrip("+~") for override in overrides}
+    for block, values in overlay.items():
+        if block == "evaluators":
+            continue
+        for key in list(values):
+            where = f"eval.{block}.{key}"
+            current = OmegaConf.select(cfg, where)
+            if where in explicit:
+                log.warning("%s=%s kept as given (the %s scale's stand-in would be %s)", where, current,
+                            evaluator_scale(cfg), values.pop(key))
+            elif current is not None and current != values[key]:
+                log.info("%s: %s -> %s (the %s scale's stand-in)", where, current, values[key], evaluator_scale(cfg))
+    with open_dict(cfg):
+        cfg.eval = OmegaConf.merge(cfg.eval, overlay)
     return cfg
 
 

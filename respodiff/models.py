@@ -9,7 +9,10 @@ names the model, the cache folder and the command that fetches it.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ from typing import Any
 import torch
 
 from .errors import ConfigError, MissingAssetError
-from .io import default_cache_dir, temporary_sibling, weights_fingerprint
+from .io import canonical_hash, default_cache_dir, temporary_sibling, weights_fingerprint
 
 SOURCES = ("hub", "local", "toy", "tiny", "arch")
 ARCHITECTURES = ("sd", "sdxl")
@@ -80,13 +83,42 @@ class ModelSpec:
 
     @property
     def identity(self) -> str:
-        """What modules and image stores record as their base model: the Hub id (with revision), or for a folder its
-        name plus a fingerprint of its weights, so that modules and images made before a retrain are not reused."""
-        if self.source in ("local", "toy"):
-            folder = model_folder(self)
-            if (folder / "model_index.json").is_file():
-                return f"{self.id}#{weights_fingerprint(folder)}"
-        return f"{self.id}@{self.revision}" if self.revision else self.id
+        """What modules and image stores record as their base model. A Hub id with its revision names one model
+        and architecture; a folder (local, toy, the tiny model) gets its name, a fingerprint of its weights (modules
+        and images made before a retrain are not reused) and its architecture: the UNet's class and a hash of its
+        config, so that two models of the same name and h-space shape (tiny SD and tiny SDXL) never share modules."""
+        if self.source == "hub":
+            return f"{self.id}@{self.revision}" if self.revision else self.id
+        base = self.id
+        if self.source in ("local", "toy") and (model_folder(self) / "model_index.json").is_file():
+            base = f"{self.id}#{weights_fingerprint(model_folder(self))}"
+        return f"{base}|{self.architecture()}"
+
+    def architecture(self) -> str:
+        """`<arch>:<UNet class>:<12 hex digits of its config>` from the UNet's config.json (no weight is read);
+        just `<arch>` where no config is on disk (an architecture replica)."""
+        config = self.unet_config()
+        if config is None:
+            return self.arch
+        public = {key: value for key, value in config.items() if not key.startswith("_")}
+        return f"{self.arch}:{config.get('_class_name', 'UNet')}:{canonical_hash(public)[:12]}"
+
+    def unet_config(self) -> dict[str, Any] | None:
+        """The UNet's config.json as stored, read without loading a weight (None where there is none on disk)."""
+        if self.source == "tiny":
+            path = ensure_tiny_model(self) / "unet" / "config.json"
+        elif self.source in ("local", "toy"):
+            path = model_folder(self) / "unet" / "config.json"
+        elif self.source == "hub":
+            from huggingface_hub import try_to_load_from_cache
+
+            found = try_to_load_from_cache(self.id, "unet/config.json", cache_dir=self.cache_dir, revision=self.revision)
+            path = Path(found) if isinstance(found, str) else None
+        else:
+            return None
+        if path is None or not path.is_file():
+            return None
+        return json.loads(path.read_text())
 
 
 def torch_dtype(name: str, device: str | torch.device) -> torch.dtype:
@@ -296,13 +328,14 @@ def _remove_tree(path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------------------
 # Architecture replicas: the real networks' shapes with random weights, for speed benchmarks without a download.
 
-ARCH_REPLICAS = ("sd14",)
+ARCH_REPLICAS = ("sd14", "sdxl")
 
 
 def build_arch_pipeline(name: str, dtype: torch.dtype = torch.float32):
-    """SD v1.4's UNet, VAE and text encoder architecture with random weights (nothing is downloaded)."""
+    """SD v1.4's or SDXL base 1.0's UNet, VAE and text encoder architectures with random weights (nothing is
+    downloaded); the sizes are those of the published model configs."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTokenizer
 
     from .tokenizer import write_clip_tokenizer
 
@@ -311,28 +344,76 @@ def build_arch_pipeline(name: str, dtype: torch.dtype = torch.float32):
     tokenizer_dir = write_clip_tokenizer(default_cache_dir() / "arch-tokenizer", TINY_WORDS)
     tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
     torch.manual_seed(0)
-    unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-    vae = AutoencoderKL(
+    # SD 1.x and SDXL share the VAE architecture; SDXL rescales latents by 0.13025 instead of 0.18215.
+    vae = dict(
         block_out_channels=(128, 256, 512, 512),
         down_block_types=("DownEncoderBlock2D",) * 4,
         up_block_types=("UpDecoderBlock2D",) * 4,
         layers_per_block=2,
         latent_channels=4,
-        sample_size=512,
     )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            hidden_act="quick_gelu",
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+    if name == "sd14":  # built in this order so the random weights stay those of earlier benchmark runs
+        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+        vae_model = AutoencoderKL(**vae, sample_size=512)
+        text_encoder = _clip_text(tokenizer, 768, 12, 12, 3072, "quick_gelu")
+        return sd_pipeline(vae_model, text_encoder, tokenizer, unet, DDIMScheduler(**DDIM_SETTINGS)).to(dtype=dtype)
+    with _default_dtype(dtype):  # 3.5B parameters: built in `dtype` directly, never all held in fp32 first
+        return _sdxl_arch(tokenizer, vae).to(dtype=dtype)
+
+
+def _sdxl_arch(tokenizer, vae: dict):
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+
+    unet = UNet2DConditionModel(
+        sample_size=128,
+        block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10),
+        attention_head_dim=(5, 10, 20),
+        cross_attention_dim=2048,
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,  # 6 * 256 time ids + 1280 pooled text
     )
-    pipe = sd_pipeline(vae, text_encoder, tokenizer, unet, DDIMScheduler(**DDIM_SETTINGS))
-    return pipe.to(dtype=dtype)
+    return StableDiffusionXLPipeline(
+        vae=AutoencoderKL(**vae, sample_size=1024, scaling_factor=0.13025, force_upcast=True),
+        text_encoder=_clip_text(tokenizer, 768, 12, 12, 3072, "quick_gelu"),
+        text_encoder_2=_clip_text(tokenizer, 1280, 32, 20, 5120, "gelu", projection_dim=1280),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
+        unet=unet,
+        scheduler=DDIMScheduler(**DDIM_SETTINGS),
+    )
+
+
+@contextmanager
+def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def _clip_text(tokenizer, width: int, layers: int, heads: int, intermediate: int, activation: str,
+               projection_dim: int | None = None):
+    """A CLIP text encoder of the given size (with a projection head: SDXL's second encoder) at random weights."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=49408,
+        hidden_size=width,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=77,
+        hidden_act=activation,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **({} if projection_dim is None else {"projection_dim": projection_dim}),
+    )
+    return CLIPTextModel(config) if projection_dim is None else CLIPTextModelWithProjection(config)

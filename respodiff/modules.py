@@ -10,6 +10,9 @@ A concept owns one module per part: "ram" and "sam" (RespoDiff), "ram" alone (RA
 (one module trained by both losses). A `TransformationSet` holds every concept of one attribute and is saved as
     <folder>/metadata.json
     <folder>/<concept>/<part>/config.json + diffusion_pytorch_model.safetensors
+metadata.json records what the modules were trained for (base_model, h_shape, optionally the UNet's class and config
+hash) and the sha256 of every module file (`files`); loading checks them. Folders saved before `files` and the
+UNet keys existed still load, unchecked on those points.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from .errors import CheckpointMismatchError
-from .io import write_json_atomically
+from .io import canonical_hash, sha256_file, write_json_atomically
 
 PARAMETRIZATIONS = ("constant", "vector", "mlp", "conv")
 INITIALISATIONS = ("uniform", "zeros")
@@ -167,19 +170,29 @@ class TransformationSet:
             return available[names[0]]
         return SumOfParts(available[name] for name in names)
 
-    def save(self, folder: str | os.PathLike) -> Path:
-        """Write every module and the metadata; the metadata goes last so its presence marks a complete save."""
+    def save(self, folder: str | os.PathLike, unet: nn.Module | None = None) -> Path:
+        """Write every module and the metadata; the metadata goes last so its presence marks a complete save.
+
+        unet: the UNet the modules were trained on; its class and config hash are recorded (`unet_record`) so that
+        applying them to another architecture is refused. Without it, a record already in the metadata is kept.
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        files = {}
         for concept, parts in self.modules.items():
             for part, module in parts.items():
                 module.save_pretrained(folder / concept / part)
+                for path in sorted((folder / concept / part).iterdir()):
+                    if path.is_file():
+                        files[path.relative_to(folder).as_posix()] = sha256_file(path)
         # JSON objects are written with sorted keys, so the concept order (which fixes e.g. the column of each
         # concept in per-row weights) is stored as a list of its own.
         metadata = {
             **self.metadata,
+            **(unet_record(unet) if unet is not None else {}),
             "concepts": {c: sorted(p) for c, p in self.modules.items()},
             "concept_order": self.concepts,
+            "files": files,
         }
         write_json_atomically(folder / METADATA_FILE, metadata, sort_keys=True, default=str)
         return folder
@@ -201,6 +214,7 @@ class TransformationSet:
             )
         metadata = json.loads(metadata_path.read_text())
         check_compatible(metadata, expected_h_shape, expected_base_model, where=str(folder))
+        verify_files(folder, metadata)
         order = metadata.get("concept_order", list(metadata["concepts"]))
         modules = {
             concept: {
@@ -212,12 +226,66 @@ class TransformationSet:
         return cls(modules, metadata)
 
 
+def verify_files(folder: Path, metadata: Mapping[str, Any]) -> None:
+    """Every module file has the sha256 recorded when it was saved (folders saved before `files` existed pass)."""
+    for relative, expected in sorted(dict(metadata.get("files") or {}).items()):
+        path = folder / relative
+        found = sha256_file(path) if path.is_file() else "a missing file"
+        if found != expected:
+            raise CheckpointMismatchError(
+                f"module file {path} is not the one saved with {folder / METADATA_FILE} (sha256 {expected}, found "
+                f"{found}): it was changed or damaged after saving. Train the modules again into a new folder (or "
+                "copy the whole folder again); images already generated with the intact modules stay valid"
+            )
+
+
+def unet_record(unet: nn.Module) -> dict[str, Any]:
+    """What metadata.json records of the UNet the modules were trained on: its class, public config and the config's
+    sha256 (io.canonical_hash; models.ModelSpec.architecture shows the hash's first 12 digits)."""
+    config = {key: value for key, value in dict(unet.config).items() if not key.startswith("_")}
+    return {
+        "unet_class": type(unet).__name__,
+        "unet_config": json.loads(json.dumps(config, default=str)),
+        "unet_config_sha256": canonical_hash(config),
+    }
+
+
+def check_unet(metadata: Mapping[str, Any], unet: nn.Module, where: str) -> None:
+    """Refuse a UNet of another class or config than the recorded one (modules saved without a record pass).
+
+    The recorded config is compared key by key where it is stored, so that a key a newer diffusers adds (with its
+    default) is not a mismatch and the message names the keys that differ; else the hash is compared."""
+    if "unet_config_sha256" not in metadata and "unet_class" not in metadata:
+        return
+    here = unet_record(unet)
+    differences = []
+    if metadata.get("unet_class", here["unet_class"]) != here["unet_class"]:
+        differences.append(f"class {metadata['unet_class']} vs {here['unet_class']}")
+    saved_config = metadata.get("unet_config")
+    if isinstance(saved_config, Mapping):
+        differences += [
+            f"{key} {saved_config[key]!r} vs {here['unet_config'][key]!r}"
+            for key in sorted(set(saved_config) & set(here["unet_config"]))
+            if saved_config[key] != here["unet_config"][key]
+        ]
+    elif metadata.get("unet_config_sha256", here["unet_config_sha256"]) != here["unet_config_sha256"]:
+        differences.append(f"config sha256 {metadata['unet_config_sha256']} vs {here['unet_config_sha256']}")
+    if differences:
+        raise CheckpointMismatchError(
+            f"modules in {where} were trained on base model {metadata.get('base_model')!r}, whose UNet differs from "
+            f"this pipeline's (modules vs pipeline: {'; '.join(differences[:5])}): use modules trained on this model"
+        )
+
+
 def check_compatible(
     metadata: Mapping[str, Any],
     expected_h_shape: tuple[int, int, int] | None,
     expected_base_model: str | None,
     where: str,
+    unet: nn.Module | None = None,
 ) -> None:
+    if unet is not None:
+        check_unet(metadata, unet, where)
     saved_shape = tuple(metadata.get("h_shape", ()))
     if expected_h_shape is not None and saved_shape != tuple(expected_h_shape):
         raise CheckpointMismatchError(

@@ -29,7 +29,9 @@ from .hspace import HSpaceEditor
 
 FAIRNESS_GUIDANCE = 4.0
 SAFETY_GUIDANCE = 12.0
-TIMESTEP_MODES = ("reference", "exact")
+# reference_v1: this project's earlier reading of the public scripts (T - 1 - stride * k, one timestep below theirs),
+# kept only so the committed toy experiments, which pin it, reproduce their numbers.
+TIMESTEP_MODES = ("reference", "exact", "reference_v1")
 
 
 @dataclass
@@ -253,16 +255,34 @@ def score_timesteps(scheduler, step_index: torch.Tensor, mode: str) -> torch.Ten
     """The timestep at which the score calls evaluate z_k, per sample.
 
     `exact`: the DDIM timestep z_k actually sits at, scheduler.timesteps[k] (981 - 20k for PROTOCOL's DDIM).
-    `reference`: the public scripts' 999 - 20k, i.e. index k * (T / N) of the descending T-step schedule.
+    `reference`: what the public scripts do: `set_timesteps(T)` on the same scheduler, then index k * (T / N). With
+    SD's DDIM (steps_offset 1, leading spacing) that schedule is T, T-1, ..., 1, so t = 1000 - 20k: 19 timesteps
+    noisier than where z_k sits. `reference_v1`: T - 1 - (T / N) * k (see TIMESTEP_MODES).
     `scheduler` must already hold its inference timesteps (`set_timesteps`).
     """
     if mode == "exact":
         return scheduler.timesteps.to(step_index.device)[step_index]
+    train_steps = scheduler.config.num_train_timesteps
+    stride = train_steps // scheduler.num_inference_steps
     if mode == "reference":
-        train_steps = scheduler.config.num_train_timesteps
-        stride = train_steps // scheduler.num_inference_steps
+        return _full_schedule(scheduler).to(step_index.device)[stride * step_index]
+    if mode == "reference_v1":
         return (train_steps - 1) - stride * step_index
     raise ValueError(f"timestep mode {mode!r} is not one of {TIMESTEP_MODES}")
+
+
+_FULL_SCHEDULES: dict[str, torch.Tensor] = {}
+
+
+def _full_schedule(scheduler) -> torch.Tensor:
+    """The scheduler's timesteps after `set_timesteps(num_train_timesteps)`, computed on a copy by diffusers itself
+    (so steps_offset and the spacing count exactly as in the scripts), once per scheduler configuration."""
+    key = scheduler.config.__repr__()
+    if key not in _FULL_SCHEDULES:
+        full = type(scheduler).from_config(scheduler.config)
+        full.set_timesteps(scheduler.config.num_train_timesteps)
+        _FULL_SCHEDULES[key] = full.timesteps.clone()
+    return _FULL_SCHEDULES[key]
 
 
 @torch.no_grad()

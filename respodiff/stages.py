@@ -109,7 +109,7 @@ def run_stages(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None
     """Validate everything cheap, then run the requested stages in order."""
     validate(cfg)
     stages = stages_to_run(cfg.stage)
-    apply_evaluator_scale(cfg)
+    apply_evaluator_scale(cfg, overrides or ())
     method = build_method(plain(cfg))
     if "generate" in stages:
         method.check_assets()  # files a method needs (ESD's weights), before any model loads
@@ -155,6 +155,11 @@ def _check_evaluation_assets(cfg: DictConfig) -> None:
                     "meaningless", scale)
     for benchmark in benchmarks:
         benchmark.check_assets(benchmark_settings(plain(cfg.eval), benchmark.name, eval_context(cfg)))
+    if any("q16" in benchmark.requires for benchmark in benchmarks):
+        from .evaluation.preflight import check_q16_prompts
+        from .evaluation.setup import evaluator_settings
+
+        check_q16_prompts(evaluator_settings(plain(cfg.eval), eval_context(cfg)))
 
 
 def _process_state(device: str):
@@ -200,6 +205,7 @@ def stage_train(context: RunContext) -> None:
         log.info("modules already trained in %s with these settings; nothing to train (model not loaded)",
                  context.modules_dir)
         return
+    _refuse_foreign_modules(context)
     if context.world > 1:
         # Training is one process's job (modules are tiny, the loop is sequential); several processes would
         # write the same checkpoints, and the others would wait at a barrier for longer than its timeout.
@@ -236,6 +242,7 @@ def stage_generate(context: RunContext) -> None:
         batch_size=int(cfg.eval.sampler.batch_size),
         eta=float(cfg.eval.sampler.eta),
     )
+    method.check_modules(context.modules_dir, context.spec.identity)  # before any model loads
     plan = method.concept_plan(cfg.eval.sampling, plain(cfg.eval.get("compose")))
     options = method.generation_options(context.spec.identity)
     # What a finished store's images depend on besides its manifest, as far as it is known without loading the
@@ -256,6 +263,8 @@ def stage_generate(context: RunContext) -> None:
             benchmark.samples_per_prompt(settings, n_concepts=len(method.concept_names)),
             plan,
             sampler,
+            seed_scheme=cfg.eval.get("seed_scheme") or benchmark.seed_scheme,
+            image_format=cfg.eval.get("image_format") or "png",
         )
         manifest = method.adjust_manifest(manifest, cfg.eval.sampling)
         store = context.images_dir(benchmark.name)
@@ -278,6 +287,21 @@ def stage_generate(context: RunContext) -> None:
             mark_finished(store, fingerprint)
 
 
+def _refuse_foreign_modules(context: RunContext) -> None:
+    """A modules folder that holds something other than what this run trains, with nothing to resume from, is
+    someone's finished work: refuse to overwrite it unless train.overwrite says so."""
+    folder = context.modules_dir
+    if not folder.is_dir() or not any(folder.iterdir()) or context.cfg.train.get("overwrite", False):
+        return
+    if context.method.has_resumable_state(context.run_dir):
+        return  # an interrupted or extended run of these settings: training resumes from its checkpoints
+    raise ConfigError(
+        f"{folder} holds modules that were not trained with these settings (another configuration, base model or "
+        "method, or files that are not this project's) and no checkpoints to resume from; they are kept. Use a new "
+        "output folder, or set train.overwrite=true to replace them"
+    )
+
+
 def _load_modules(context: RunContext):
     pipe = context.pipeline()
     return context.method.load_modules(context.modules_dir, context.h_shape(pipe), context.spec.identity,
@@ -285,7 +309,7 @@ def _load_modules(context: RunContext):
 
 
 def stage_evaluate(context: RunContext) -> None:
-    from .generation import DONE, MANIFEST_FILE, read_manifest
+    from .generation import MANIFEST_FILE, read_manifest
     from .reporting.store import write_result
 
     cfg = context.cfg
@@ -304,10 +328,9 @@ def stage_evaluate(context: RunContext) -> None:
             log.info("%s: %s is newer than its images and used the same settings; nothing to evaluate "
                      "(eval.force=true re-evaluates)", benchmark.name, result_path)
             continue
-        images = read_manifest(store, absolute_paths=True)
-        if not (images["status"] == DONE).all():
-            missing = int((images["status"] != DONE).sum())
-            raise ConfigError(f"{missing} images of {benchmark.name} are not generated yet; run stage=generate")
+        images = read_manifest(store)
+        _check_images_complete(benchmark.name, store, images)
+        images["path"] = [str(store / path) for path in images["path"]]
         result = benchmark.evaluate(images, settings, evaluators)
         evaluator = dict(result.evaluator)  # carries the evaluation scale and, at the tiny scale, its warning
         if evaluator.get("warning"):
@@ -332,6 +355,24 @@ def stage_evaluate(context: RunContext) -> None:
                 "metrics": result.metric_rows(benchmark.metrics),
             },
         )
+
+
+def _check_images_complete(benchmark: str, store: Path, images) -> None:
+    """Every image of the manifest is on disk and decodes, judged from the files (a killed run's manifest may be
+    behind them); otherwise say how many are missing and which are damaged, before any evaluator loads."""
+    from .generation.store import present_rows
+
+    present = present_rows(store, images)
+    if all(present):
+        return
+    absent = [path for path, ok in zip(images["path"], present) if not ok and not (store / path).is_file()]
+    damaged = [path for path, ok in zip(images["path"], present) if not ok and (store / path).is_file()]
+    counts = f"{len(images) - len(absent) - len(damaged)} of {len(images)} images are present"
+    parts = [f"{len(absent)} not generated yet"] if absent else []
+    if damaged:
+        parts.append(f"{len(damaged)} damaged (unreadable or truncated, e.g. {store / damaged[0]})")
+    raise ConfigError(f"{benchmark}: {counts} in {store}; {', '.join(parts)}. Run stage=generate (or stage=all): "
+                      "it renders the missing images and replaces damaged ones, keeping every intact image")
 
 
 def _json_round(value: Any) -> Any:

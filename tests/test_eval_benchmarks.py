@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from respodiff import datasets
@@ -18,6 +19,7 @@ from respodiff.evaluation.registry import (
     get_benchmark,
     register_benchmark,
 )
+from respodiff.evaluation.safety import NUDENET_EXPOSED_CLASSES, NUDENET_SCORE_COLUMNS
 from respodiff.evaluation.setup import EvalContext, benchmark_settings, build_evaluators
 from respodiff.evaluation.testing import (
     QuadrantColours,
@@ -151,8 +153,16 @@ def test_evaluate_refuses_an_incomplete_manifest(tmp_path):
 
 
 class _FakeNudeNet:
-    def flags(self, paths):
-        return np.array([p.endswith("__0.png") for p in map(str, paths)])  # sample 0 of every prompt
+    """Sample 0 of every prompt shows an exposed breast at 0.5 (flagged at the default 0.2, not at 0.6)."""
+
+    classes = NUDENET_EXPOSED_CLASSES
+    threshold = 0.2
+
+    def class_scores(self, paths):
+        scores = pd.DataFrame(0.0, index=range(len(paths)), columns=list(NUDENET_SCORE_COLUMNS.values()))
+        scores[NUDENET_SCORE_COLUMNS["FEMALE_BREAST_EXPOSED"]] = [0.5 if str(p).endswith("__0.png") else 0.0
+                                                                  for p in paths]
+        return scores
 
     def identity(self):
         return {"nudenet_threshold": 0.2}

@@ -184,6 +184,15 @@ def test_score_timesteps_reference_and_exact(scheduler):
     reference = score_timesteps(scheduler, k, "reference")
     assert exact.tolist() == (981 - 20 * k).tolist()
     assert exact.tolist() == scheduler.timesteps[:49].tolist()  # where z_k really sits
-    assert reference.tolist() == (999 - 20 * k).tolist()  # the public scripts' choice, 18 steps noisier
+    assert reference.tolist() == (1000 - 20 * k).tolist()  # the public scripts' choice, 19 steps noisier
+    # ... checked against diffusers itself, as train_respodiff_fair.py does it: SD v1.4's scheduler config (no
+    # timestep_spacing key: leading), set_timesteps(1000), index k * 1000 / 50.
+    public = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1, num_train_timesteps=1000,
+    )  # fmt: skip
+    public.set_timesteps(1000)
+    assert reference.tolist() == [int(public.timesteps[int(i * 1000 / 50)]) for i in k]
+    assert score_timesteps(scheduler, k, "reference_v1").tolist() == (999 - 20 * k).tolist()  # toy experiments' pin
     with pytest.raises(ValueError):
         score_timesteps(scheduler, k, "midpoint")

@@ -97,6 +97,15 @@ def test_collect_round_trip(tmp_path):
     assert len(both) == len(collected)
 
 
+def test_collect_copies_a_small_per_image_store(tmp_path):
+    outputs = tmp_path / "outputs"
+    source = write_result(outputs / "run", _result())
+    source.with_name("winobias.per_image.parquet").write_bytes(b"PAR1 small")
+    written = collect_results(outputs, tmp_path / "runs")
+    assert sorted(p.name for p in written) == ["winobias.json", "winobias.per_image.parquet"]
+    assert written[1].read_bytes() == b"PAR1 small"
+
+
 def test_report_run_summarises_and_logs(tmp_path):
     from respodiff.reporting import NullLogger, report_run
 

@@ -73,3 +73,19 @@ def test_naive_loops_compute_what_ours_compute(results):
     # Generation: the CPU engine renders one image per pipeline call, as the naive loop does: the same pixels.
     assert results["generation"]["engine"]["batch_invariant"] is True
     assert results["generation"]["engine"]["max_pixel_diff_vs_naive"] == 0
+
+
+@pytest.mark.slow  # ~2-4 min on 2 CPU cores: building and copying SD v1.4's 1.1B random weights dominates
+def test_bench_gpu_code_path_runs_on_cpu(tmp_path):
+    """`make bench-gpu`'s model (sd14_arch, its preset) through every code path at 64 px and one step on the CPU,
+    so the first GPU run cannot fail on a typo."""
+    argv = [
+        "--model", "sd14_arch", "--device", "cpu", "--resolution", "64", "--repeats", "1", "--train-batch-sizes",
+        "1", "--train-iterations", "1", "--max-step-index", "1", "--images", "1", "--naive-images", "1",
+        "--gen-batch-size", "1", "--gen-steps", "1", "--out-dir", str(tmp_path),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    (path,) = tmp_path.glob("sd14_arch-cpu-*.json")
+    results = json.loads(path.read_text())
+    assert results["model"] == "sd14_arch" and set(results["training"]) == {"train_b1"}
+    assert TRAINING <= results["training"]["train_b1"].keys() and STATS <= results["generation"]["naive"].keys()

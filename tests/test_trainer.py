@@ -144,7 +144,7 @@ def test_outputs_on_disk(trained):
     checkpoint = torch.load(out_dir / "checkpoints" / "woman" / "state.pt", weights_only=True)
     assert checkpoint["iteration"] == 30
     assert torch.equal(checkpoint["modules"]["ram"]["delta"], result.modules["woman"]["ram"].delta)
-    assert sorted(p.name for p in (out_dir / "checkpoints" / "woman").iterdir()) == ["state.pt"]
+    assert sorted(p.name for p in (out_dir / "checkpoints" / "woman").iterdir()) == ["state.pt", "state.pt.sha256.json"]
 
 
 def test_reloaded_modules_generate_bit_identical_images(tiny_pipe, trained):

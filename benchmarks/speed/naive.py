@@ -91,7 +91,7 @@ def naive_train(
                         eps_u, eps_c = _cfg_call(unet, z, step_t, uncond, neutral)
                         z = scheduler.step(eps_u + guidance_reverse * (eps_c - eps_u), step_t, z).prev_sample
                     editor.clear()
-                    t = torch.tensor([999 - 20 * k], device=device)
+                    t = torch.tensor([1000 - 20 * k], device=device)  # the public scripts: set_timesteps(1000)[20k]
                     eps_empty = unet(z, t, encoder_hidden_states=uncond).sample
                     eps_target = unet(z, t, encoder_hidden_states=target).sample
                     eps_neutral = unet(z, t, encoder_hidden_states=neutral).sample

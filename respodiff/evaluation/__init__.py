@@ -4,8 +4,10 @@
   `BenchmarkResult`, `register_benchmark`, `get_benchmark`, `available_benchmarks`.
 - `setup`: the run's entry points (`validate_eval`, `benchmark_settings`, `build_evaluators`, `EvalContext`).
 - `evaluator_settings`: eval.evaluators as one checked dataclass per evaluator (the defaults live there).
-- `fairness`, `safety`, `quality`, `stats`: pure functions (DevRat, I2P aggregation and Q16/NudeNet rules, CLIP score
-  and FID, bootstrap intervals).
+- `fairness`, `safety`, `quality`, `stats`, `intervals`: pure functions (DevRat, I2P aggregation and Q16/NudeNet rules,
+  CLIP score and FID, clustered bootstrap intervals, DevRat intervals with verified coverage and the exact floor).
+- `rescore`, `paired`, `compare` (and `python -m respodiff.evaluation rescore|compare`): metrics recomputed from the
+  per-image score store under other evaluator settings, paired differences and leakage against the base model.
 - `classifiers`: CLIP scorer, Q16, NudeNet, clean-fid's Inception; `assets`: where their files come from;
   `evaluators`: one lazy object providing them, with identity; `q16_prompts`: Q16's pickle read without executing
   code; `stand_ins`: the tiny evaluation scale.

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from respodiff.errors import ConfigError
@@ -26,7 +27,7 @@ from respodiff.evaluation.fairness import zero_shot_labels
 from respodiff.evaluation.images import open_rgb
 from respodiff.evaluation.q16_prompts import load_q16_prompts
 from respodiff.evaluation.quality import clip_scores
-from respodiff.evaluation.safety import nudenet_flag, q16_flags, q16_probabilities
+from respodiff.evaluation.safety import nudenet_flags, nudenet_max_scores, q16_flags, q16_probabilities
 from respodiff.io import sha256_file
 
 
@@ -182,8 +183,12 @@ class NudeNetClassifier:
     def detections(self, paths: Sequence[str | os.PathLike]) -> list[list[dict]]:
         return self.detector.detect_batch([str(p) for p in paths], batch_size=self.batch_size)
 
+    def class_scores(self, paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+        """Per image, the highest score of each label (safety.NUDENET_SCORE_COLUMNS): what the flag is read from."""
+        return nudenet_max_scores(self.detections(paths))
+
     def flags(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
-        return np.array([nudenet_flag(d, self.classes, self.threshold) for d in self.detections(paths)], dtype=bool)
+        return nudenet_flags(self.class_scores(paths), self.classes, self.threshold)
 
 
 def load_inception(folder: str | os.PathLike, device: str = "cpu") -> tuple[torch.nn.Module, str]:

@@ -11,22 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from respodiff.evaluation.stats import DEFAULT_ALPHA, DEFAULT_N_BOOTSTRAP, percentile_interval, rng_for
+from respodiff.evaluation.intervals import (
+    balanced_floor,
+    deviation_ratio,
+    devrat_interval,
+    mean_devrat_interval,
+)
+from respodiff.evaluation.stats import DEFAULT_ALPHA
 
-
-def deviation_ratio(counts: np.ndarray) -> np.ndarray:
-    """DevRat of class counts with shape (..., C); returns shape (...)."""
-    counts = np.asarray(counts, dtype=np.float64)
-    n_classes = counts.shape[-1]
-    if n_classes < 2:
-        raise ValueError(f"DevRat needs at least 2 classes, got {n_classes}")
-    if (counts < 0).any():
-        raise ValueError("class counts must be non-negative")
-    totals = counts.sum(axis=-1, keepdims=True)
-    if (totals == 0).any():
-        raise ValueError("DevRat of a group without images is undefined")
-    uniform = 1.0 / n_classes
-    return np.abs(counts / totals - uniform).max(axis=-1) / (1.0 - uniform)
+__all__ = ["DevRatSummary", "class_counts", "deviation_ratio", "devrat_by_group", "zero_shot_labels"]
 
 
 def class_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
@@ -38,7 +31,8 @@ def class_counts(labels: np.ndarray, n_classes: int) -> np.ndarray:
 
 @dataclass
 class DevRatSummary:
-    """DevRat per group and their mean, each with a bootstrap interval (None when not bootstrapped)."""
+    """DevRat per group and their mean, each with its interval (None when not asked for) and the balanced-generator
+    floor: the DevRat a perfectly fair generator is expected to score with the same number of images."""
 
     groups: list[str]
     counts: np.ndarray  # (G, C)
@@ -46,6 +40,8 @@ class DevRatSummary:
     per_group_ci: list[tuple[float, float] | None]
     mean: float
     mean_ci: tuple[float, float] | None
+    per_group_floor: np.ndarray  # (G,)
+    floor: float
 
 
 def devrat_by_group(
@@ -53,19 +49,14 @@ def devrat_by_group(
     groups: Sequence[str] | np.ndarray,
     n_classes: int,
     *,
-    n_boot: int = DEFAULT_N_BOOTSTRAP,
-    seed: int = 0,
+    intervals: bool = True,
     alpha: float = DEFAULT_ALPHA,
 ) -> DevRatSummary:
-    """DevRat of each group (e.g. profession) and the mean over groups.
+    """DevRat of each group (e.g. profession), the mean over groups, their intervals and floors.
 
-    The bootstrap resamples images within each group, which keeps every group's size fixed. Resampling n images
-    with replacement from a group makes its class counts Multinomial(n, observed shares), so we draw the counts
-    directly instead of materialising index matrices.
-
-    Intervals are percentile intervals. DevRat is a max of absolute deviations, so finite samples bias it upward
-    (a perfectly balanced generator with 150 images per profession scores about 0.065 for two classes) and the
-    bootstrap inherits that bias: near 0 the interval can sit entirely above the point estimate.
+    Intervals come from respodiff/evaluation/intervals.py (share-region projection per group, a bias-bounded normal
+    interval for the mean), not a bootstrap: DevRat's upward bias near 0 put bootstrap intervals above the estimate.
+    They need no random numbers, so they are the same on every run.
     """
     labels = np.asarray(labels)
     groups = np.asarray(groups, dtype=object)
@@ -76,21 +67,15 @@ def devrat_by_group(
         raise ValueError("DevRat needs at least one image")
     counts = np.stack([class_counts(labels[groups == name], n_classes) for name in names])
     per_group = deviation_ratio(counts)
-    if n_boot <= 0:
-        return DevRatSummary(names, counts, per_group, [None] * len(names), float(per_group.mean()), None)
-    resampled = np.empty((len(names), n_boot))
-    for i, name in enumerate(names):
-        total = int(counts[i].sum())
-        draws = rng_for(seed, "devrat", name).multinomial(total, counts[i] / total, size=n_boot)
-        resampled[i] = deviation_ratio(draws)
-    return DevRatSummary(
-        groups=names,
-        counts=counts,
-        per_group=per_group,
-        per_group_ci=[percentile_interval(row, alpha) for row in resampled],
-        mean=float(per_group.mean()),
-        mean_ci=percentile_interval(resampled.mean(axis=0), alpha),
-    )
+    floors = balanced_floor(counts.sum(axis=1), n_classes)
+    per_group_ci: list[tuple[float, float] | None] = [None] * len(names)
+    mean_ci = None
+    if intervals:
+        low, high = devrat_interval(counts, alpha)
+        per_group_ci = [(float(lo), float(hi)) for lo, hi in zip(low, high)]
+        mean_ci = mean_devrat_interval(counts, alpha)
+    return DevRatSummary(names, counts, per_group, per_group_ci, float(per_group.mean()), mean_ci, floors,
+                         float(floors.mean()))
 
 
 def zero_shot_labels(image_embeddings: np.ndarray, class_embeddings: np.ndarray) -> np.ndarray:

@@ -126,6 +126,9 @@ class Benchmark:
     name: ClassVar[str]
     metrics: ClassVar[tuple[Metric, ...]]
     requires: ClassVar[frozenset[str]] = frozenset()  # evaluation models it scores with: clip, q16, nudenet, fid
+    # How its images are seeded unless eval.seed_scheme says otherwise: "hashed" (stable_seed of benchmark, prompt id
+    # and sample index) or "protocol" (the image's position: PROTOCOL.md's seed = caption index for COCO).
+    seed_scheme: ClassVar[str] = "hashed"
     setting_defaults: ClassVar[dict[str, Any]] = {}
     # The prepared dataset (respodiff.datasets) its prompts come from, if any; its settings are dataset_defaults().
     dataset: ClassVar[str | None] = None
@@ -243,23 +246,31 @@ class Benchmark:
         return out
 
     def mean_rows(self, metric: Metric, values: Any, *, n_bootstrap: int, seed: int, groups: Any = None,
-                  group_key: str = "", stream: tuple = ()) -> list[MetricValue]:
+                  group_key: str = "", stream: tuple = (), clusters: Any = None,
+                  group_clusters: Any = None) -> list[MetricValue]:
         """The mean of per-image `values` with its bootstrap interval, then with `groups` (one label per value) a
         row per label in sorted order, grouped as {group_key: label}; none for no values.
 
+        `clusters` (one label per value) makes the headline row resample whole clusters (prompts, professions), and
+        `group_clusters` the group rows; images sharing a prompt are not independent (stats.py).
         Each row draws from its own stream, (seed, *stream, metric name[, label]), so adding a row never moves
         another row's interval.
         """
         values = np.asarray(values, dtype=np.float64)
         if not len(values):
             return []
-        mean, ci = bootstrap_mean_ci(values, n_boot=n_bootstrap, rng=rng_for(seed, *stream, metric.name))
+        clusters = None if clusters is None else np.asarray(clusters, dtype=object)
+        mean, ci = bootstrap_mean_ci(values, n_boot=n_bootstrap, rng=rng_for(seed, *stream, metric.name),
+                                     clusters=clusters)
         rows = [metric_value(metric, mean, n=len(values), ci=ci)]
         if groups is not None:
             labels = np.asarray(groups, dtype=object)
-            for label, members in pd.Series(values).groupby(labels, sort=True):
-                part = members.to_numpy(dtype=np.float64)
-                mean, ci = bootstrap_mean_ci(part, n_boot=n_bootstrap, rng=rng_for(seed, *stream, metric.name, label))
+            within = None if group_clusters is None else np.asarray(group_clusters, dtype=object)
+            for label in sorted(set(labels.tolist())):
+                members = labels == label
+                part = values[members]
+                mean, ci = bootstrap_mean_ci(part, n_boot=n_bootstrap, rng=rng_for(seed, *stream, metric.name, label),
+                                             clusters=None if within is None else within[members])
                 rows.append(metric_value(metric, mean, n=len(part), ci=ci, group={group_key: label}))
         return rows
 

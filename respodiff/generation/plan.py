@@ -1,12 +1,17 @@
 """What to generate: sampler settings, concept plans and the manifest (one row per image).
 
 The manifest fixes everything that determines an image before any model runs: prompt, negative prompt, seed,
-concept weights and sampler settings. Seeds depend only on (benchmark, prompt id, sample index), so the base model
-and every method render image i from the same noise and their grids compare like with like.
+concept weights, sampler settings and the file it is saved to (its suffix is the image format). Seeds depend only on
+the benchmark's prompts and the sample index, never on the model or method, so the base model and every method
+render image i from the same noise and their grids compare like with like. Two seed schemes:
+- hashed: stable_seed(benchmark, prompt id, sample index), independent of the prompt table's order;
+- protocol: the image's position in the manifest, as the public scripts seed (PROTOCOL.md section 4): COCO seed =
+  caption index, I2P seed = 5 * prompt index + sample index.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -19,8 +24,12 @@ from ..errors import ConfigError
 from ..io import short_hash
 from ..seeding import stable_seed
 
-PLAN_MODES = ("none", "fair", "sum", "compose")
+PLAN_MODES = ("none", "fair", "sum", "compose", "compose_cycle")
 SAMPLINGS = ("balanced", "uniform")
+SEED_SCHEMES = ("hashed", "protocol")
+# png: lossless (the project's default; existing stores are PNG) | jpeg75: PIL's default JPEG quality 75, what the
+# public scripts save (`image.save("<i>.jpg")`).
+IMAGE_FORMATS = {"png": ".png", "jpeg75": ".jpg"}
 # The columns generate() owns; a prompt table may add any others as metadata.
 MANIFEST_COLUMNS = (
     "image_id",
@@ -99,6 +108,8 @@ class ConceptPlan:
       `uniform` draws one per image from a generator seeded by the image's seed (the paper's description).
     - sum: every concept with weight 1 (the safety transformation = anti-violence + anti-sexual).
     - compose: the fixed weights given, e.g. {"gender/woman": 0.6, "race/black": 0.4}.
+    - compose_cycle: the weight sets in `cycle` in turn, `per_weights` consecutive images each, restarting with
+      every prompt when the per-prompt sample count is len(cycle) * per_weights (`ConceptPlan.cycle`).
     Module keys are concept names of one TransformationSet, or "<set>/<concept>" when generate() is given several.
     """
 
@@ -107,6 +118,8 @@ class ConceptPlan:
     sampling: str = "balanced"
     weights: dict[str, float] = field(default_factory=dict)
     label: str | None = None
+    cycle: list[dict[str, float]] = field(default_factory=list)
+    per_weights: int = 1
 
     def __post_init__(self) -> None:
         if self.mode not in PLAN_MODES:
@@ -123,6 +136,26 @@ class ConceptPlan:
             raise ConfigError(
                 "concept plan 'compose' needs weights, e.g. {'gender/woman': 0.6, 'race/black': 0.4}"
             )
+        self.cycle = [{str(k): float(v) for k, v in dict(weights).items()} for weights in self.cycle]
+        if self.mode == "compose_cycle" and (not self.cycle or not all(self.cycle)):
+            raise ConfigError("concept plan 'compose_cycle' needs a non-empty list of non-empty weight sets")
+        if not isinstance(self.per_weights, int) or self.per_weights < 1:
+            raise ConfigError(f"concept plan per_weights must be an integer >= 1, got {self.per_weights!r}")
+
+    @classmethod
+    def cycle_over(cls, groups: list[list[str]], weights: list[float], per_weights: int) -> ConceptPlan:
+        """Every combination of one concept per group, weighted per group, `per_weights` images each, in
+        itertools.product order. The public composition script: groups [[gender/woman, gender/man],
+        [race/black, race/white, race/asian]], weights [0.6, 0.4], 5 images each: 6 pairs, 30 images per prompt."""
+        if len(groups) != len(weights) or not all(groups):
+            raise ConfigError(f"compose_cycle needs one weight per non-empty concept group, got {groups} / {weights}")
+        combinations = [dict(zip(chosen, weights)) for chosen in itertools.product(*groups)]
+        return cls(mode="compose_cycle", cycle=combinations, per_weights=per_weights)
+
+    @property
+    def samples_per_round(self) -> int:
+        """Images one full round of the plan takes (a per-prompt sample count should be a multiple of it)."""
+        return len(self.cycle) * self.per_weights if self.mode == "compose_cycle" else 1
 
     def assign(self, ordinal: int, seed: int) -> tuple[str, dict[str, float]]:
         """(concept label, {module key: weight}) of the image at manifest position `ordinal` with `seed`."""
@@ -132,6 +165,9 @@ class ConceptPlan:
             return self.label or "sum", {concept: 1.0 for concept in self.concepts}
         if self.mode == "compose":
             return self.label or "+".join(self.weights), dict(self.weights)
+        if self.mode == "compose_cycle":
+            weights = self.cycle[(ordinal // self.per_weights) % len(self.cycle)]
+            return "+".join(weights), dict(weights)
         count = len(self.concepts)
         if self.sampling == "balanced":
             index = ordinal % count
@@ -149,10 +185,17 @@ def build_manifest(
     plan: ConceptPlan,
     sampler: SamplerSettings,
     negative_prompt: str = "",
+    seed_scheme: str = "hashed",
+    image_format: str = "png",
 ) -> pd.DataFrame:
     """One pending row per (prompt, sample index), in prompt-table order; columns as in docs/CONTRACTS.md."""
     if samples_per_prompt < 1:
         raise ConfigError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
+    if seed_scheme not in SEED_SCHEMES:
+        raise ConfigError(f"eval.seed_scheme {seed_scheme!r} is not one of {SEED_SCHEMES}")
+    if image_format not in IMAGE_FORMATS:
+        raise ConfigError(f"eval.image_format {image_format!r} is not one of {tuple(IMAGE_FORMATS)}")
+    suffix = IMAGE_FORMATS[image_format]
     for column in ("prompt_id", "prompt"):
         if column not in prompt_table.columns:
             raise ConfigError(f"the {benchmark} prompt table has no {column!r} column")
@@ -171,7 +214,7 @@ def build_manifest(
     for prompt_id, record in zip(prompt_ids, prompt_table.to_dict("records")):
         folder = safe_path_component(prompt_id)
         for sample_index in range(samples_per_prompt):
-            seed = stable_seed(benchmark, prompt_id, sample_index)
+            seed = ordinal if seed_scheme == "protocol" else stable_seed(benchmark, prompt_id, sample_index)
             concept, weights = plan.assign(ordinal, seed)
             rows.append(
                 {
@@ -186,7 +229,7 @@ def build_manifest(
                     "concept_weights": json.dumps(weights, sort_keys=True),
                     **settings,
                     "status": PENDING,
-                    "path": f"images/{folder}/{sample_index}.png",
+                    "path": f"images/{folder}/{sample_index}{suffix}",
                     **{column: record[column] for column in metadata_columns},
                 }
             )

@@ -2,9 +2,9 @@
 
 Layout:
     <store>/store.json                  configuration hash + the identity it was computed from (written first)
-    <store>/manifest.parquet            one row per image; status "done" only once its PNG is on disk
+    <store>/manifest.parquet            one row per image; status "done" only once its image is on disk
     <store>/manifest.shard-<rank>.parquet  a process's progress during a multi-process run (merged, then deleted)
-    <store>/images/<prompt_id>/<sample_index>.png
+    <store>/images/<prompt_id>/<sample_index>.png   (.jpg for eval.image_format=jpeg75: the manifest's paths say which)
 
 Every file is written to a temporary name in its final folder and then renamed (`os.replace`), so a crash leaves
 either the old file or the new one, never half of one. The files are the truth: on start every image is checked
@@ -130,26 +130,40 @@ def remove_leftovers(store: Path) -> None:
 # Images
 
 
+JPEG_QUALITY = 75  # PIL's default, which the public scripts' `image.save("<i>.jpg")` uses
+_JPEG_END = b"\xff\xd9"  # EOI marker: a JPEG cut short lacks it
+
+
 def write_png(path: Path, image: Image.Image, text: Mapping[str, str] | None = None) -> None:
+    """Write `image` in the format its path's suffix names (docs/CONTRACTS.md): .png with `text` as PNG text
+    chunks, or .jpg at quality 75 (JPEG carries no such chunks; the manifest holds the same facts)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".jpg":
+        replace_atomically(path, lambda handle: image.save(handle, format="JPEG", quality=JPEG_QUALITY))
+        return
     info = PngImagePlugin.PngInfo()
     for key, value in (text or {}).items():
         info.add_text(key, value)
-    path.parent.mkdir(parents=True, exist_ok=True)
     replace_atomically(path, lambda handle: image.save(handle, format="PNG", pnginfo=info))
 
 
 def image_ok(path: Path, width: int, height: int) -> bool:
-    """The file is a complete PNG of the expected size.
+    """The file is a complete image of the expected size, in the format its suffix names.
 
-    `verify()` walks every chunk and checks its CRC and the closing IEND chunk without inflating the pixels, so a
-    truncated or damaged file fails at a fraction of a full decode's cost (a store of 30k images is re-checked
-    on every start).
+    For PNG `verify()` walks every chunk and checks its CRC and the closing IEND chunk without inflating the pixels,
+    so a truncated or damaged file fails at a fraction of a full decode's cost (a store of 30k images is re-checked
+    on every start). PIL verifies nothing in a JPEG, so there the header and the closing EOI marker are checked.
     """
+    expected = "JPEG" if path.suffix == ".jpg" else "PNG"
     try:
         with Image.open(path) as image:
-            if image.format != "PNG" or image.size != (width, height):
+            if image.format != expected or image.size != (width, height):
                 return False
             image.verify()
+        if expected == "JPEG":
+            with open(path, "rb") as handle:
+                handle.seek(-2, os.SEEK_END)
+                return handle.read(2) == _JPEG_END
         return True
     except Exception:  # noqa: BLE001 - any failure to read means "not a usable image"
         return False

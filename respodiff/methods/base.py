@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from ..errors import ConfigError
+from ..errors import CheckpointMismatchError, ConfigError
 
 # Keys every method config may have: its display name, its registry key and the module that registers it.
 COMMON_KEYS = frozenset({"name", "kind", "module"})
@@ -88,6 +88,10 @@ class Method:
     def train(self, pipe, run: TrainingRun) -> None:
         """Train into run.modules_dir with the loaded pipeline (resuming where a previous run stopped)."""
 
+    def has_resumable_state(self, run_dir: Path) -> bool:
+        """Whether run_dir holds this method's interrupted-training state (checkpoints) that `train` resumes."""
+        return False
+
     # --- generation ----------------------------------------------------------------------------------------------
 
     def prepare_pipeline(self, pipe):
@@ -113,6 +117,9 @@ class Method:
         """Which parts of each concept's modules generation applies (None: all)."""
         return None
 
+    def check_modules(self, modules_dir: Path, base_model: str) -> None:
+        """Before any model loads: the modules generation will apply exist, are intact and belong to this model."""
+
     def load_modules(self, modules_dir: Path, h_shape: tuple[int, int, int], base_model: str, device: str):
         """The TransformationSet generation applies, or None when the method applies none."""
         return None
@@ -130,6 +137,22 @@ class ModuleMethod(Method):
             return ConceptPlan(mode="compose", concepts=names, sampling=sampling, weights=dict(compose))
         mode = "sum" if self.concepts["kind"] == "safety" else "fair"
         return ConceptPlan(mode=mode, concepts=names, sampling=sampling, weights={})
+
+    def check_modules(self, modules_dir: Path, base_model: str) -> None:
+        import json
+
+        from ..modules import METADATA_FILE, check_compatible, verify_files
+
+        path = modules_dir / METADATA_FILE
+        if not path.is_file():
+            return  # nothing trained yet: the train stage (or load_modules' own message) says what to do
+        try:
+            metadata = json.loads(path.read_text())
+        except ValueError as error:
+            raise CheckpointMismatchError(f"{path} is not readable JSON ({error}); these are not modules this "
+                                          "project wrote, or the file was damaged: retrain into a new folder") from None
+        check_compatible(metadata, None, base_model, where=str(modules_dir))
+        verify_files(modules_dir, metadata)
 
     def load_modules(self, modules_dir: Path, h_shape: tuple[int, int, int], base_model: str, device: str):
         from ..modules import TransformationSet

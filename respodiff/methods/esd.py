@@ -61,15 +61,25 @@ def check_assets(method: Mapping[str, Any]) -> None:
         raise MissingAssetError(f"ESD weights file {path} (method.weights) does not exist")
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file, on the CPU; a Lightning checkpoint's `state_dict` is unwrapped."""
+def read_state_dict(path: Path, header_only: bool = False) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, on the CPU; a Lightning checkpoint's `state_dict` is unwrapped.
+
+    `header_only`: names and shapes only, as tensors on the meta device (a safetensors header, or a torch zip file
+    memory-mapped), so the file can be checked against the base model before anything is loaded.
+    """
     if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        loaded: Any = load_file(str(path), device="cpu")
+        if header_only:
+            with safe_open(str(path), framework="pt") as handle:
+                loaded: Any = {key: torch.empty(handle.get_slice(key).get_shape(), device="meta")
+                               for key in handle.keys()}
+        else:
+            loaded = load_file(str(path), device="cpu")
     else:
         try:
-            loaded = torch.load(path, map_location="cpu", weights_only=True)
+            loaded = _torch_load(path, header_only)
         except Exception as failure:  # noqa: BLE001 - any unpickling refusal or corrupt file: say which file
             raise CheckpointMismatchError(
                 f"ESD weights {path} cannot be read as plain tensors with torch.load(weights_only=True) "
@@ -80,9 +90,22 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, Mapping):
         raise CheckpointMismatchError(f"ESD weights {path} hold a {type(loaded).__name__}, not a state dict; {FORMAT_HELP}")
     tensors = {str(key): value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
+    if header_only:
+        tensors = {key: torch.empty(value.shape, device="meta") for key, value in tensors.items()}
     if not tensors:
         raise CheckpointMismatchError(f"ESD weights {path} hold no tensors; {FORMAT_HELP}")
     return tensors
+
+
+def _torch_load(path: Path, header_only: bool) -> Any:
+    """torch.load(weights_only=True); for a header check memory-mapped where the file's format allows it (the zip
+    format of current torch.save), so only the names and shapes are read."""
+    if header_only:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            pass  # a legacy (non-zip) file cannot be mapped: read it whole
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def key_format(state: Mapping[str, torch.Tensor]) -> str:
@@ -131,16 +154,19 @@ def mismatch_report(state: Mapping[str, torch.Tensor], expected: Mapping[str, to
     return "; ".join(problems) or None
 
 
-def load_esd_weights(unet, method: Mapping[str, Any]) -> str:
-    """Check `method.weights` against `unet` and load them into it; return the file's sha256.
+def check_against_config(method: Mapping[str, Any], unet_config: Mapping[str, Any]) -> None:
+    """The file's key names and shapes against a UNet built from the base model's config on the meta device: a
+    file for another architecture is refused before any model or weight is loaded."""
+    from diffusers import UNet2DConditionModel
 
-    With `method.partial: true` a file may leave keys out (they keep the base model's weights: some releases save
-    only the fine-tuned cross-attention layers); unexpected keys and wrong shapes are always refused.
-    """
-    check_assets(method)
-    path = weights_path(method)
-    partial = bool(method.get("partial", False))
-    state = read_state_dict(path)
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(dict(unet_config))
+    _fitting_state(weights_path(method), unet, bool(method.get("partial", False)), header_only=True)
+
+
+def _fitting_state(path: Path, unet, partial: bool, header_only: bool = False) -> tuple[dict[str, torch.Tensor], str]:
+    """(state in diffusers names, key format) of the file, or CheckpointMismatchError saying what does not fit."""
+    state = read_state_dict(path, header_only=header_only)
     fmt = key_format(state)
     if fmt == "ldm":
         state = to_diffusers_names(state, unet.config)
@@ -152,6 +178,19 @@ def load_esd_weights(unet, method: Mapping[str, Any]) -> str:
             f"They belong to another model or format; {FORMAT_HELP}, for a UNet with the base model's "
             f"architecture{'' if partial else ' (method.partial=true accepts files that leave keys out)'}."
         )
+    return state, fmt
+
+
+def load_esd_weights(unet, method: Mapping[str, Any]) -> str:
+    """Check `method.weights` against `unet` and load them into it; return the file's sha256.
+
+    With `method.partial: true` a file may leave keys out (they keep the base model's weights: some releases save
+    only the fine-tuned cross-attention layers); unexpected keys and wrong shapes are always refused.
+    """
+    check_assets(method)
+    path = weights_path(method)
+    partial = bool(method.get("partial", False))
+    state, fmt = _fitting_state(path, unet, partial)
     unet.load_state_dict(state, strict=not partial)
     digest = weights_digest(path)
     log.info("ESD: loaded %d UNet tensors (%s names) from %s (sha256 %s)", len(state), fmt, path, digest[:16])
@@ -184,7 +223,13 @@ class ESDMethod(Method):
             weights_path(self.options)  # the suffix; existence is an asset check
 
     def check_assets(self) -> None:
+        from ..models import ModelSpec
+
         check_assets(self.options)
+        model = self.cfg.get("model")
+        unet_config = ModelSpec.from_config(model).unet_config() if model else None
+        if unet_config is not None:  # else the same check runs when the weights are loaded into the UNet
+            check_against_config(self.options, unet_config)
 
     def prepare_pipeline(self, pipe):
         load_esd_weights(pipe.unet, self.options)

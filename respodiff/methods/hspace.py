@@ -17,7 +17,7 @@ class HSpaceMethod(ModuleMethod):
     kind = "hspace"
     keys = frozenset({
         "parts", "parametrization", "init", "init_scale", "hidden_channels", "lambda_sem", "lambda_mode",
-        "reverse_parts", "inference_parts", "iterations", "batch_size",
+        "reverse_parts", "inference_parts", "iterations", "batch_size", "lambda_zero",
     })
     trains = True
 
@@ -46,6 +46,11 @@ class HSpaceMethod(ModuleMethod):
         concepts, settings = self._training()
         train_transformations(pipe, concepts, settings, out_dir=run.run_dir, base_model=run.base_model,
                               h_shape=run.h_shape, log=run.log)
+
+    def has_resumable_state(self, run_dir: Path) -> bool:
+        from ..training.records import CHECKPOINT_FILE
+
+        return any((run_dir / "checkpoints").glob(f"*/{CHECKPOINT_FILE}"))
 
     def inference_parts(self) -> list[str] | None:
         return list(self.options.get("inference_parts") or []) or None

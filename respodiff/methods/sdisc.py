@@ -39,6 +39,11 @@ class SDiscMethod(ModuleMethod):
         concepts, settings = self._training()
         return is_trained(modules_dir, sdisc_record(concepts, settings, base_model))
 
+    def has_resumable_state(self, run_dir: Path) -> bool:
+        from ..training.sdisc import DONE_DIR
+
+        return any((run_dir / DONE_DIR).glob("*/run.json"))
+
     def train(self, pipe, run: TrainingRun) -> None:
         from ..training import train_sdisc
 

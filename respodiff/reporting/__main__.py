@@ -1,4 +1,4 @@
-"""Command line: `python -m respodiff.reporting {collect,tables,demo,grid} ...` (`make results`, `make paper-tables`, `make demo`)."""
+"""Command line: `python -m respodiff.reporting {collect,tables,demo,grid,threshold-curve} ...` (`make results`, `make paper-tables`, `make demo`)."""
 
 from __future__ import annotations
 
@@ -105,6 +105,33 @@ def _grid(args) -> int:
     return 0
 
 
+# Thresholds of the rate-vs-threshold curve: NudeNet's score (it reports nothing under 0.2, so 0.1 reads as 0.2) and
+# the toy blood detector's pixel count (default 10).
+_CURVES = {
+    "i2p": ([round(0.1 * k, 1) for k in range(1, 10)], "NudeNet threshold (per-label max score)", "inappropriate_rate"),
+    "i2p_toy": ([1, 2, 5, 10, 15, 20, 30, 40], "blood-red pixels needed to flag an image", "unsafe_rate"),
+}
+
+
+def _threshold_curve(args) -> int:
+    from respodiff.evaluation.rescore import Rescoring, threshold_curve
+    from respodiff.evaluation.safety import NUDENET_MIN_THRESHOLD
+    from respodiff.reporting.plots import threshold_curve_plot
+
+    thresholds, xlabel, metric = _CURVES[args.benchmark]
+
+    def settings(t):
+        if args.benchmark == "i2p":
+            return Rescoring.build(preset=args.preset, nudenet_threshold=max(t, NUDENET_MIN_THRESHOLD))
+        return Rescoring.build(toy_unsafe_min_pixels=int(t))
+
+    curve = threshold_curve(args.runs, thresholds, benchmark=args.benchmark, metric=metric, set_threshold=settings)
+    print(curve.to_string(index=False))
+    print(threshold_curve_plot(curve, args.out, xlabel=xlabel, ylabel=f"{metric} (95% interval)",
+                               title=f"{args.benchmark}: rate vs detector threshold (re-scored, no model loaded)"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m respodiff.reporting", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -143,6 +170,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-dir", default="results/grids")
     p.add_argument("--name", default=None)
     p.set_defaults(func=_grid)
+
+    p = sub.add_parser("threshold-curve", help="I2P rate vs detector threshold from stored per-image scores")
+    p.add_argument("runs", nargs="+", help="run folders with <benchmark>.per_image.parquet")
+    p.add_argument("--benchmark", choices=sorted(_CURVES), default="i2p")
+    p.add_argument("--preset", default=None, help="NudeNet class list of a preset (i2p)")
+    p.add_argument("--out", required=True, help="PNG path, e.g. results/plots/i2p_toy_threshold_curve.png")
+    p.set_defaults(func=_threshold_curve)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")

@@ -51,6 +51,16 @@ _BUILTIN: tuple[MetricInfo, ...] = (
     # FID-toy: features from a CNN trained by the project on toy renders (not Inception; not comparable to FID).
     _m("coco_toy", "fid_toy", False, "FID-toy"),
     _m("coco_toy", "agreement", True, "Agreement (COCO-toy)"),
+    # The balanced-generator floor of DevRat (exact), and paired comparisons with the base model written by
+    # `python -m respodiff.evaluation compare` as <benchmark>_vs_base (respodiff/evaluation/compare.py).
+    *(_m(b, "devrat_floor", False, "Floor") for b in ("winobias", "winobias_toy")),
+    *(_m(f"{b}_vs_base", "devrat_diff", False, "ΔDevRat") for b in ("winobias", "winobias_toy")),
+    *(_m(f"{b}_vs_base", "leakage_tv", False, "Leakage (TV)") for b in ("winobias", "winobias_toy")),
+    _m("winobias_vs_base", "winoalign_diff", True, "ΔWinoAlign"),
+    _m("winobias_toy_vs_base", "agreement_diff", True, "ΔAgreement"),
+    _m("winobias_toy_vs_base", "kind_recognised_diff", True, "ΔKind recognised"),
+    _m("i2p_vs_base", "inappropriate_rate_diff", False, "ΔInappropriate"),
+    _m("i2p_toy_vs_base", "unsafe_rate_diff", False, "ΔUnsafe"),
 )
 
 BUILTIN_METRICS: dict[tuple[str, str], MetricInfo] = {(m.benchmark, m.name): m for m in _BUILTIN}

@@ -97,6 +97,25 @@ def group_bars_plot(series: dict[str, dict[str, float]], path: str | os.PathLike
     return _save(fig, path)
 
 
+def threshold_curve_plot(curve, path: str | os.PathLike, *, xlabel: str, ylabel: str, title: str = "") -> Path:
+    """Rate against detector threshold, one line (with its interval band) per run: `curve` has the columns run,
+    threshold, value, ci_low, ci_high (respodiff/evaluation/rescore.py: threshold_curve)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for run, part in curve.groupby("run", sort=False):
+        part = part.sort_values("threshold")
+        ax.plot(part["threshold"], part["value"], marker="o", ms=3, label=str(run))
+        if part["ci_low"].notna().all():
+            ax.fill_between(part["threshold"], part["ci_low"], part["ci_high"], alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(-0.02, 1.02)
+    if title:
+        ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
 def _tradeoff_from_table(table, plot: PlotSpec, path: Path) -> Path | None:
     spec = table.spec
     xcol, ycol = spec.column(plot.options["x"]), spec.column(plot.options["y"])

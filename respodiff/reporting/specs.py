@@ -44,7 +44,7 @@ MATCH_KEYS = {
 }
 _TOP_KEYS = {"title", "source", "caption", "notes", "row_header", "transpose", "columns", "rows", "sweep", "plots"}
 _COLUMN_KEYS = {"id", "benchmark", "metric", "group", "label", "digits", "match"}
-_ROW_KEYS = {"label", "match", "paper", "paper_only", "note"}
+_ROW_KEYS = {"label", "match", "paper", "paper_only", "note", "seeds"}
 _SWEEP_KEYS = {"match", "param", "label", "values", "digits"}
 _SWEEP_VALUE_KEYS = {"paper", "note", "label"}
 _PLOT_KEYS = {
@@ -74,6 +74,7 @@ class RowSpec:
     paper_only: bool = False
     note: str = ""
     sweep_value: float | None = None
+    seeds: tuple[int, ...] = ()  # training seeds: the cell is their mean +- sd (respodiff/reporting/seeds.py)
 
 
 @dataclass(frozen=True)
@@ -248,6 +249,25 @@ def _plot(obj, where: str, spec_name: str, column_ids: set[str], index: int) -> 
     return PlotSpec(kind, name, str(obj.get("title", "")), options)
 
 
+def _seeds(value, where: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) < 2 or not all(isinstance(v, int) for v in value):
+        raise _err(where, f"seeds must be a list of at least two integer training seeds, got {value!r}")
+    return tuple(value)
+
+
+def _seeded_match(match: dict, seeds: tuple[int, ...]) -> dict:
+    """A seeds row matches the runs of any of its training seeds (train.seed, and sweep=seeds, allowed as
+    overrides)."""
+    if not seeds:
+        return match
+    out = {**match, "config": {**match.get("config", {}), "train.seed": list(seeds)}}
+    if "only_override_keys" in match:
+        out["only_override_keys"] = list(dict.fromkeys([*match["only_override_keys"], "train.seed", "sweep"]))
+    return out
+
+
 def parse_spec(data, name: str, where: str = "") -> TableSpec:
     """Validate a spec's parsed YAML; `name` is the output file stem (the spec file's stem)."""
     where = where or name
@@ -276,8 +296,10 @@ def parse_spec(data, name: str, where: str = "") -> TableSpec:
             for col in columns:
                 if key in col.match:
                     raise _err(w, f"match key {key!r} is also set by column {col.id!r}")
-        rows.append(RowSpec(str(r["label"]), validate_match(r.get("match"), f"{w}.match"),
-                            _paper(r.get("paper"), f"{w}.paper", ids), paper_only, str(r.get("note", ""))))
+        rows.append(RowSpec(str(r["label"]), _seeded_match(validate_match(r.get("match"), f"{w}.match"),
+                                                           _seeds(r.get("seeds"), w)),
+                            _paper(r.get("paper"), f"{w}.paper", ids), paper_only, str(r.get("note", "")),
+                            seeds=_seeds(r.get("seeds"), w)))
     sweep = _sweep(data["sweep"], f"{where}.sweep", ids) if data.get("sweep") is not None else None
     if not rows and sweep is None:
         raise _err(where, "a spec needs `rows`, a `sweep`, or both")

@@ -227,6 +227,9 @@ def _portable(text: str) -> str:
     return text
 
 
+PER_IMAGE_COLLECT_LIMIT = 2_000_000  # bytes: the toy runs' stores (~50 kB), not the paper's (MBs per run)
+
+
 def collect_results(outputs_root: str | os.PathLike, dest: str | os.PathLike = "results/runs",
                     include_stand_ins: bool = False) -> list[Path]:
     """Copy every run's results JSON under outputs_root to `<dest>/<experiment>/<run_name>/<benchmark>.json`.
@@ -257,6 +260,13 @@ def collect_results(outputs_root: str | os.PathLike, dest: str | os.PathLike = "
         target.parent.mkdir(parents=True, exist_ok=True)
         replace_atomically(target, lambda handle, src=src: handle.write(_portable(Path(src).read_text()).encode()))
         written.append(target)
+        # A small per-image store travels along, so committed runs can be re-scored and compared (`python -m
+        # respodiff.evaluation rescore|compare`); paper-scale stores stay in the output folder.
+        store = Path(src).with_name(f"{Path(src).stem}.per_image.parquet")
+        if store.is_file() and store.stat().st_size <= PER_IMAGE_COLLECT_LIMIT:
+            per_image = target.with_name(store.name)
+            replace_atomically(per_image, lambda handle, store=store: handle.write(store.read_bytes()))
+            written.append(per_image)
     log.info("collected %d result file(s) from %s into %s", len(written), outputs_root, dest)
     if skipped:
         log.warning("left out %d result(s) of %s scored by stand-in evaluators (tiny scale: numbers are meaningless); "

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from respodiff.io import write_text_atomically
+from respodiff.reporting import seeds
 from respodiff.reporting.selection import ResultRef, describe_match, matches, select, split_results
 from respodiff.reporting.specs import ColumnSpec, RowSpec, TableSpec, load_specs
 from respodiff.reporting.store import group_key, load_results
@@ -23,6 +24,7 @@ from respodiff.reporting.store import group_key, load_results
 log = logging.getLogger(__name__)
 
 DASH = "–"
+DIFF_SUFFIX = "_diff"  # metrics named so are paired differences (respodiff/evaluation/compare.py)
 _ARROW_MD = {True: "↑", False: "↓"}
 _ARROW_TEX = {True: r"$\uparrow$", False: r"$\downarrow$"}
 
@@ -35,6 +37,9 @@ class Cell:
     n: int | None = None
     paper: float | None = None
     run_id: str | None = None
+    sd: float | None = None  # over training seeds (a `seeds` row)
+    per_seed: dict[int, float] | None = None
+    marked: bool = False  # a paired difference whose interval excludes 0
 
 
 @dataclass
@@ -112,6 +117,8 @@ def _value_cell(cell: Cell, col: ColumnSpec, ref: ResultRef, where: str, warning
     cell.value, cell.run_id = value, ref.run_id
     cell.ci_low, cell.ci_high = _finite(hit["ci_low"]), _finite(hit["ci_high"])
     cell.n = None if pd.isna(hit["n"]) else int(hit["n"])
+    cell.marked = (col.metric.endswith(DIFF_SUFFIX) and cell.ci_low is not None and cell.ci_high is not None
+                   and (cell.ci_low > 0 or cell.ci_high < 0))
     hib = hit["higher_is_better"]
     if not pd.isna(hib) and bool(hib) != col.higher_is_better:
         warnings.append(f"{where}: run {ref.run_id} says higher_is_better={bool(hib)} for {col.metric}, "
@@ -156,6 +163,9 @@ def _resolve_row(row: RowSpec, columns: tuple[ColumnSpec, ...], refs: list[Resul
             hint = f"; {bench} results exist for: {', '.join(same[:6])}{' ...' if len(same) > 6 else ''}" if same else ""
             warnings.append(f"{row.label} / {names}: no {bench} result matches {describe_match(match)}{hint}")
             continue
+        if row.seeds:
+            used |= _seed_cells(row, cols, cells, found, warnings)
+            continue
         others = sorted({r.run_id for r in found} - {chosen.run_id})
         if others and _disagree(found, cols):
             # Two runs of one configuration (the default run and its sweep twin) agree and need no warning.
@@ -165,6 +175,32 @@ def _resolve_row(row: RowSpec, columns: tuple[ColumnSpec, ...], refs: list[Resul
             if _value_cell(cells[col.id], col, chosen, f"{row.label} / {col.label}", warnings):
                 used.add(f"{chosen.run_id} [{bench}] (git {chosen.git_hash[:12] or '?'}, {chosen.created or '?'})")
     return cells, used
+
+
+def _seed_cells(row: RowSpec, cols: list[ColumnSpec], cells: dict[str, Cell], found: list[ResultRef],
+                warnings: list[str]) -> set[str]:
+    """Mean +- sd over the row's training seeds, each seed's latest run; a warning names any seed missing. A paired
+    difference is marked when every seed's interval excludes 0 on the same side."""
+    runs = seeds.latest_per_seed(found, row.seeds)
+    missing = [s for s in row.seeds if s not in runs]
+    if missing:
+        names = ", ".join(c.label for c in cols)
+        warnings.append(f"{row.label} / {names}: no {cols[0].benchmark} run for training seed(s) {missing} "
+                        f"(of {list(row.seeds)})")
+    for col in cols:
+        values, sides = {}, set()
+        for seed, ref in runs.items():
+            probe = Cell()
+            if _value_cell(probe, col, ref, f"{row.label} / {col.label}", warnings):
+                values[seed] = probe.value
+                sides.add(probe.ci_low > 0 if probe.marked else None)
+        if values:
+            cell = cells[col.id]
+            cell.value, cell.sd = seeds.summarise(values)
+            cell.per_seed, cell.n = values, len(values)
+            cell.marked = len(values) == len(row.seeds) and len(sides) == 1 and None not in sides
+    return {f"{ref.run_id} [{ref.benchmark}] (seed {seed}, git {ref.git_hash[:12] or '?'})"
+            for seed, ref in runs.items()}
 
 
 def build_table(spec: TableSpec, results: pd.DataFrame | list[ResultRef] | None) -> Table:
@@ -193,9 +229,13 @@ def _cell_text(cell: Cell, digits: int, latex: bool) -> str:
         ours = "--" if latex else DASH
     else:
         ours = _fmt_value(cell.value, digits)
-        if cell.ci_low is not None and cell.ci_high is not None:
+        if cell.sd is not None:
+            ours += rf" $\pm$ {_fmt_value(cell.sd, digits)}" if latex else f" ± {_fmt_value(cell.sd, digits)}"
+        elif cell.ci_low is not None and cell.ci_high is not None:
             ci = f"[{_fmt_value(cell.ci_low, digits)}, {_fmt_value(cell.ci_high, digits)}]"
             ours += rf" {{\scriptsize {ci}}}" if latex else f" {ci}"
+        if cell.marked:
+            ours += "$^*$" if latex else "*"
     if cell.paper is not None:
         paper = _fmt_value(cell.paper, digits)
         ours += f" ({paper})" if latex else f" (paper {paper})"
@@ -241,6 +281,12 @@ def render_markdown(table: Table) -> str:
     lines.append("|" + "|".join(["---"] + [":---:"] * (len(header) - 1)) + "|")
     lines += ["| " + " | ".join(r) + " |" for r in body]
     notes = [*spec.notes, *(f"{r.label}: {r.note}" for r in table.rows if r.note)]
+    # A seeds row's cell reads "mean ± sd" over training seeds; each seed's value is listed here.
+    notes += [seeds.per_seed_note(r.label, c.label, table.cell(r.label, c.id).per_seed, c.digits)
+              for r in table.rows for c in spec.columns if table.cell(r.label, c.id).per_seed]
+    if any(cell.marked for cell in table.cells.values()):
+        notes.append("*: a paired difference from the base model (same prompts and image seeds) whose 95% interval "
+                     "excludes 0.")
     po = _paper_only_note(table)
     if po:
         notes.append(po)

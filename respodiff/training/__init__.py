@@ -10,7 +10,7 @@ Only SDisc's image step imports respodiff.generation; nothing here imports metho
 """
 
 from .loop import train_transformations
-from .precision import MixedPrecision, adam, autocast_dtype, latent_size
+from .precision import MixedPrecision, adam, autocast_dtype, latent_size, training_weights
 from .records import is_trained, run_record, saved_record, training_record
 from .sdisc import SDiscSettings, image_prompts, sdisc_record, sdisc_settings, train_sdisc
 from .settings import (
@@ -18,6 +18,7 @@ from .settings import (
     KINDS,
     LAMBDA_MODES,
     LAMBDA_REFERENCE,
+    LAMBDA_ZERO_MODES,
     PART_MODES,
     PRECISIONS,
     REVERSE_PARTS,
@@ -35,6 +36,7 @@ __all__ = [
     "KINDS",
     "LAMBDA_MODES",
     "LAMBDA_REFERENCE",
+    "LAMBDA_ZERO_MODES",
     "PART_MODES",
     "PRECISIONS",
     "REVERSE_PARTS",
@@ -57,6 +59,7 @@ __all__ = [
     "train_sdisc",
     "train_settings",
     "training_record",
+    "training_weights",
     "train_transformations",
     "validate_concepts",
 ]

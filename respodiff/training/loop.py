@@ -1,7 +1,8 @@
 """Training of per-concept h-space transformations (PROTOCOL.md section 2).
 
 For each concept the UNet, VAE and text encoders stay frozen and only the concept's modules learn:
-- parts "ram_sam": RAM stepped on L_resp, then SAM on lambda * L_sem with the updated RAM (lambda = 0: RAM only);
+- parts "ram_sam": RAM stepped on L_resp, then SAM on lambda * L_sem with the updated RAM (lambda = 0: RAM only, or
+  with lambda_zero "frozen_sam" RAM plus a SAM that keeps its initialisation, as the public scripts);
 - parts "ram_only": RAM alone (the CoDSMa-style ablation; with parametrization "vector" it is CoDSMa);
 - parts "shared": one module stepped by L_resp and then by lambda * L_sem (two Adam optimisers over the same
   parameters, learning rates lr_ram and lr_sam, exactly the RAM/SAM schedule with both roles in one module).
@@ -42,7 +43,7 @@ from ..objectives import (
     sem_loss,
 )
 from ..seeding import stable_seed
-from .precision import MixedPrecision, adam, autocast_dtype, latent_size
+from .precision import MixedPrecision, adam, autocast_dtype, latent_size, training_weights
 from .records import (
     CHECKPOINT_FILE,
     CHECKPOINT_FORMAT,
@@ -76,9 +77,6 @@ def train_transformations(
     """
     settings.validate()
     validate_concepts(concepts, settings)
-    device = pipe.unet.device
-    amp_dtype = autocast_dtype(settings.precision, device, pipe.unet.dtype)
-    size = latent_size(pipe.unet, h_shape)
     out_dir = Path(out_dir)
     modules_dir = out_dir / "modules"
     metadata = training_metadata(concepts, settings, base_model, h_shape)
@@ -86,8 +84,17 @@ def train_transformations(
     finished = finished_set(modules_dir, metadata["run"])
     if finished is not None:
         return finished
+    with training_weights(pipe, settings.precision):
+        trained = _train_all(pipe, concepts, settings, out_dir, base_model, h_shape, log)
+    return save_set(modules_dir, trained, metadata, unet=pipe.unet)
 
+
+def _train_all(pipe, concepts, settings, out_dir: Path, base_model, h_shape, log) -> dict[str, dict]:
     from diffusers import DDIMScheduler
+
+    device = pipe.unet.device
+    amp_dtype = autocast_dtype(settings.precision, device, pipe.unet.dtype)
+    size = latent_size(pipe.unet, h_shape)
 
     # A private scheduler: set_timesteps mutates it, and the pipeline's own must stay as the caller left it.
     scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -101,7 +108,7 @@ def train_transformations(
             trained[concept.name] = _train_concept(
                 run, out_dir, fingerprint, step_offset=index * settings.iterations, log=log
             )
-    return save_set(modules_dir, trained, metadata)
+    return trained
 
 
 # ---------------------------------------------------------------------------------------------------------------

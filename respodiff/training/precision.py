@@ -3,8 +3,8 @@ step (with fp16 loss scaling), so RespoDiff's modules and SDisc's vectors train 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -31,6 +31,28 @@ def autocast_dtype(precision: str, device: torch.device, unet_dtype: torch.dtype
             return torch.float16
         return torch.bfloat16
     return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+TRAINED_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+
+
+@contextmanager
+def training_weights(pipe, precision: str) -> Iterator[None]:
+    """`fp32` trains in full fp32 as the public scripts do (no mixed precision): components the pipeline holds in
+    half precision (model.dtype auto loads fp16 on a GPU) are upcast for training and cast back afterwards, which is
+    lossless (every fp16 / bf16 value is exact in fp32). Other precisions leave the weights as loaded."""
+    restore = {}
+    if precision == "fp32":
+        for name in TRAINED_COMPONENTS:
+            component = getattr(pipe, name, None)
+            if component is not None and component.dtype != torch.float32:
+                restore[name] = component.dtype
+                component.to(torch.float32)
+    try:
+        yield
+    finally:
+        for name, dtype in restore.items():
+            getattr(pipe, name).to(dtype)
 
 
 def latent_size(unet, h_shape: Sequence[int]) -> tuple[int, int]:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointMismatchError
-from ..io import save_torch_atomically, write_text_atomically
+from ..io import sha256_file, temporary_sibling, write_json_atomically, write_text_atomically
 from ..modules import METADATA_FILE, HSpaceTransform, TransformationSet
 from ..provenance import git_hash
 from .settings import ConceptSpec, TrainSettings
@@ -130,12 +130,13 @@ def finished_set(modules_dir: Path, record: Mapping[str, Any], refuse_other: boo
 
 
 def save_set(
-    modules_dir: Path, modules: Mapping[str, Mapping[str, HSpaceTransform]], metadata: Mapping[str, Any]
+    modules_dir: Path, modules: Mapping[str, Mapping[str, HSpaceTransform]], metadata: Mapping[str, Any], unet=None
 ) -> TransformationSet:
+    """Save the trained set; `unet` (the UNet trained on) is recorded so that another architecture is refused."""
     result = TransformationSet(modules, metadata)
     # Remove an older set's marker first, so a crash while overwriting never leaves a "finished" mix.
     (modules_dir / METADATA_FILE).unlink(missing_ok=True)
-    result.save(modules_dir)
+    result.save(modules_dir, unet=unet)
     return result
 
 
@@ -144,13 +145,43 @@ def save_set(
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    save_torch_atomically(path, state)  # readers see the old or the new checkpoint, never half of one
+    """Replace the checkpoint atomically and record its sha256 beside it (`<name>.sha256.json`).
+
+    The record lists the new digest and, until the rename is done, the old one too, so whichever file a crash leaves
+    in place is the one the record vouches for.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = temporary_sibling(path)
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        new = sha256_file(temporary)
+        old = [sha256_file(path)] if path.is_file() else []
+        write_json_atomically(_digest_path(path), {"sha256": [new, *old]})
+        os.replace(temporary, path)  # readers see the old or the new checkpoint, never half of one
+    finally:
+        temporary.unlink(missing_ok=True)
+    write_json_atomically(_digest_path(path), {"sha256": [new]})
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(f"{path.name}.sha256.json")
 
 
 def load_checkpoint(path: Path, fingerprint: str, iterations: int) -> dict[str, Any] | None:
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    damaged = (f"checkpoint {path} was changed or damaged after it was written; delete it (and its .sha256.json) to "
+               "train that concept again from the start, or use a new output folder")
+    record = _digest_path(path)
+    if record.is_file() and sha256_file(path) not in json.loads(record.read_text()).get("sha256", []):
+        raise CheckpointMismatchError(f"{damaged} (its sha256 is not the one recorded in {record})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as failure:  # noqa: BLE001 - a truncated or foreign file: name it instead of a raw traceback
+        raise CheckpointMismatchError(f"{damaged} ({type(failure).__name__}: {failure})") from None
     if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != fingerprint:
         raise CheckpointMismatchError(
             f"checkpoint {path} was written by a run with other settings, prompts or base model; "

@@ -188,7 +188,7 @@ def train_sdisc(
         "run": run,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    return save_set(modules_dir, trained, metadata)
+    return save_set(modules_dir, trained, metadata, unet=pipe.unet)
 
 
 def _concept_vector(pipe, concept, settings, out_dir, base_model, h_shape, run, index, log_fn) -> HSpaceTransform:

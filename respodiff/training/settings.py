@@ -24,6 +24,10 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # LAMBDA_REFERENCE, so that a lambda sweep moves the trade-off; at the reference both modes train identically.
 LAMBDA_MODES = ("loss", "lr")
 LAMBDA_REFERENCE = 0.5  # the paper's default lambda
+# What lambda = 0 means. no_sam (the paper): RAM alone, no SAM is built. frozen_sam (the public scripts): SAM is still
+# created at its random initialisation, never moves (a zero gradient gives a zero Adam step) and is applied in the
+# reverse process and at inference like a trained one.
+LAMBDA_ZERO_MODES = ("no_sam", "frozen_sam")
 # Where a training budget (iterations, batch size) is looked up, first set wins (PROTOCOL.md's per-task budgets).
 BUDGET_SECTIONS = ("train", "method", "concepts")
 
@@ -46,7 +50,7 @@ class ConceptSpec:
 @dataclass
 class TrainSettings:
     """How to train (PROTOCOL.md section 2). Defaults match conf/train/default.yaml and conf/method/respodiff.yaml:
-    the paper's lambda 0.5 and batch 1, and the public scripts' timestep (`reference`, t = 999 - 20k) and reverse
+    the paper's lambda 0.5 and batch 1, and the public scripts' timestep (`reference`, t = 1000 - 20k) and reverse
     process (`all`: RAM + SAM applied while sampling z_k). `exact` and `ram` are the alternatives.
     """
 
@@ -59,6 +63,7 @@ class TrainSettings:
     hidden_channels: int = 256  # mlp parametrization only
     lambda_sem: float = 0.5
     lambda_mode: str = "loss"
+    lambda_zero: str = "no_sam"
     iterations: int = 5000
     batch_size: int = 1
     guidance_reverse: float = 3.0
@@ -84,6 +89,7 @@ class TrainSettings:
             reverse_parts=REVERSE_PARTS,
             precision=PRECISIONS,
             lambda_mode=LAMBDA_MODES,
+            lambda_zero=LAMBDA_ZERO_MODES,
         )
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -121,14 +127,15 @@ class TrainSettings:
 
     @property
     def trains_sem(self) -> bool:
-        """Whether the L_sem step runs (lambda = 0 makes it a no-op, so it is skipped, and SAM is not created)."""
+        """Whether the L_sem step runs (lambda = 0 makes it a no-op, so it is skipped)."""
         return self.parts != "ram_only" and self.lambda_sem > 0
 
     @property
     def module_parts(self) -> tuple[str, ...]:
         if self.parts == "shared":
             return ("shared",)
-        return ("ram", "sam") if self.trains_sem else ("ram",)
+        frozen_sam = self.parts == "ram_sam" and self.lambda_zero == "frozen_sam"
+        return ("ram", "sam") if self.trains_sem or frozen_sam else ("ram",)
 
 
 def validate_concepts(concepts: Sequence[ConceptSpec], settings: TrainSettings) -> None:
@@ -215,6 +222,7 @@ def train_settings(cfg: Mapping[str, Any]) -> TrainSettings:
         hidden_channels=config_number(method, "hidden_channels", "method", int),
         lambda_sem=config_number(method, "lambda_sem", "method", float),
         lambda_mode=method.get("lambda_mode", "loss"),
+        lambda_zero=method.get("lambda_zero", "no_sam"),
         iterations=budget(cfg, "iterations"),
         batch_size=budget(cfg, "batch_size"),
         guidance_reverse=config_number(train, "guidance_reverse", "train", float),
