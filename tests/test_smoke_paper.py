@@ -12,7 +12,9 @@ from benchmarks.smoke.__main__ import main
 
 
 @pytest.mark.smoke
-@pytest.mark.timeout(2400)  # 10-20 minutes on 2 CPU cores: make test-long and CI run it, make test does not: SD v1.4's UNet at 64 x 64 latents, forward and backward
+# SD v1.4's UNet at 64 x 64 latents, forward and backward: 10-20 minutes on 2 CPU cores, so make test-long and CI
+# run it and make test does not.
+@pytest.mark.timeout(2400)
 def test_sd14_arch_runs_every_stage_and_records_time_and_memory(tmp_path):
     assert main(["--models", "sd14_arch", "--work", str(tmp_path / "work"), "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "sd14_arch.json").read_text())

@@ -17,17 +17,24 @@ def check_q16_prompts(settings: EvaluatorSettings) -> None:
 
     A missing file is left to the asset check, which says how to get it.
     """
-    from respodiff.evaluation.q16_prompts import converted_path, load_q16_prompts
+    from respodiff.evaluation.q16_prompts import converted_path, load_array_pickle, load_q16_prompts
 
     path = settings.q16_prompts_path
-    if not path.is_file() and not converted_path(path).is_file():
-        return
     try:
-        prompts, _ = load_q16_prompts(path)
+        if path.suffix == ".safetensors" or converted_path(path).is_file():
+            prompts, _ = load_q16_prompts(path)  # reads only: the conversion exists already
+        elif path.is_file():
+            # Parsed here without writing anything (the evaluate stage converts it): the folder may be read-only.
+            prompts = load_array_pickle(path.read_bytes())
+        else:
+            return
     except MissingAssetError:
         return
     except RespodiffError as error:
         raise ConfigError(f"Q16 prompt file {path} (eval.evaluators.q16.prompts) is not usable: {error}") from None
+    if prompts.ndim != 2 or prompts.shape[0] != 2:
+        raise ConfigError(f"Q16 prompt file {path} holds an array of shape {tuple(prompts.shape)}; Q16's prompts are "
+                          "(2, D): one embedding for 'appropriate', one for 'inappropriate'")
     width = _clip_width(settings.q16.arch)
     if width is not None and prompts.shape[1] != width:
         raise ConfigError(
