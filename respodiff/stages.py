@@ -358,21 +358,18 @@ def stage_evaluate(context: RunContext) -> None:
 
 
 def _check_images_complete(benchmark: str, store: Path, images) -> None:
-    """Every image of the manifest is on disk and decodes, judged from the files (a killed run's manifest may be
-    behind them); otherwise say how many are missing and which are damaged, before any evaluator loads."""
-    from .generation.store import present_rows
+    """Every image is on disk and decodes; otherwise the true counts and a damaged path, before any evaluator loads."""
+    from .generation import unfinished_images
 
-    present = present_rows(store, images)
-    if all(present):
+    absent, damaged = unfinished_images(store, images)
+    if not absent and not damaged:
         return
-    absent = [path for path, ok in zip(images["path"], present) if not ok and not (store / path).is_file()]
-    damaged = [path for path, ok in zip(images["path"], present) if not ok and (store / path).is_file()]
-    counts = f"{len(images) - len(absent) - len(damaged)} of {len(images)} images are present"
     parts = [f"{len(absent)} not generated yet"] if absent else []
     if damaged:
         parts.append(f"{len(damaged)} damaged (unreadable or truncated, e.g. {store / damaged[0]})")
-    raise ConfigError(f"{benchmark}: {counts} in {store}; {', '.join(parts)}. Run stage=generate (or stage=all): "
-                      "it renders the missing images and replaces damaged ones, keeping every intact image")
+    raise ConfigError(f"{benchmark}: {len(images) - len(absent) - len(damaged)} of {len(images)} images are present "
+                      f"in {store}; {', '.join(parts)}. Run stage=generate (or stage=all): it renders the missing "
+                      "images and replaces damaged ones, keeping every intact image")
 
 
 def _json_round(value: Any) -> Any:

@@ -8,7 +8,7 @@ and recorded, `render` how a batch becomes PNG files, `completion` whether a sto
 a model.
 """
 
-from .completion import generation_fingerprint, is_finished, mark_finished
+from .completion import generation_fingerprint, is_finished, mark_finished, unfinished_images
 from .engine import ENGINE_VERSION, generate, resolve_modules, store_identity
 from .plan import (
     DONE,
@@ -41,6 +41,7 @@ __all__ = [
     "image_ok",
     "is_finished",
     "mark_finished",
+    "unfinished_images",
     "read_manifest",
     "resolve_modules",
     "safe_path_component",

@@ -58,6 +58,15 @@ def mark_finished(store: Path, fingerprint: str) -> None:
     write_json_atomically(_record_path(store), record)
 
 
+def unfinished_images(store: Path, manifest: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """(paths not on disk, paths on disk but damaged) of the manifest's images, judged from the files themselves
+    (a killed run's manifest may lag behind them). Paths are relative to the store."""
+    present = present_rows(store, manifest)
+    failed = [path for path, ok in zip(manifest["path"], present) if not ok]
+    absent = [path for path in failed if not (store / path).is_file()]
+    return absent, [path for path in failed if (store / path).is_file()]
+
+
 def _record_path(store: Path) -> Path:
     # Beside the store, not in it: the store's folder belongs to the engine.
     return store.with_name(f"{store.name}.generated.json")
