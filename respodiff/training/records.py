@@ -22,7 +22,13 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointMismatchError
-from ..io import sha256_file, temporary_sibling, write_json_atomically, write_text_atomically
+from ..io import (
+    TEMPORARY_SUFFIX,
+    sha256_file,
+    temporary_sibling,
+    write_json_atomically,
+    write_text_atomically,
+)
 from ..modules import METADATA_FILE, HSpaceTransform, TransformationSet
 from ..provenance import git_hash
 from .settings import ConceptSpec, TrainSettings
@@ -171,6 +177,10 @@ def _digest_path(path: Path) -> Path:
 
 
 def load_checkpoint(path: Path, fingerprint: str, iterations: int) -> dict[str, Any] | None:
+    # A save killed before its rename leaves a temporary beside the checkpoint; training is one process, so any such
+    # file is a leftover.
+    for leftover in path.parent.glob(f".{path.name}.*{TEMPORARY_SUFFIX}"):
+        leftover.unlink(missing_ok=True)
     if not path.is_file():
         return None
     damaged = (f"checkpoint {path} was changed or damaged after it was written; delete it (and its .sha256.json) to "
