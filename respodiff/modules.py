@@ -206,15 +206,12 @@ class TransformationSet:
     ) -> TransformationSet:
         """Load and check that the modules fit the model they are about to edit."""
         folder = Path(folder)
-        metadata_path = folder / METADATA_FILE
-        if not metadata_path.is_file():
+        if not (folder / METADATA_FILE).is_file():
             raise CheckpointMismatchError(
                 f"{folder} holds no {METADATA_FILE}: it is not a finished set of h-space modules "
                 "(train them first with stage=train)"
             )
-        metadata = json.loads(metadata_path.read_text())
-        check_compatible(metadata, expected_h_shape, expected_base_model, where=str(folder))
-        verify_files(folder, metadata)
+        metadata = checked_metadata(folder, expected_h_shape, expected_base_model)
         order = metadata.get("concept_order", list(metadata["concepts"]))
         modules = {
             concept: {
@@ -224,6 +221,21 @@ class TransformationSet:
             for concept in order
         }
         return cls(modules, metadata)
+
+
+def checked_metadata(
+    folder: Path, expected_h_shape: tuple[int, int, int] | None, expected_base_model: str | None
+) -> dict[str, Any]:
+    """A saved set's metadata, checked against the model it is for and its files' sha256, without loading a module."""
+    path = folder / METADATA_FILE
+    try:
+        metadata = json.loads(path.read_text())
+    except ValueError as error:
+        raise CheckpointMismatchError(f"{path} is not readable JSON ({error}); these are not modules this project "
+                                      "wrote, or the file was damaged: retrain into a new folder") from None
+    check_compatible(metadata, expected_h_shape, expected_base_model, where=str(folder))
+    verify_files(folder, metadata)
+    return metadata
 
 
 def verify_files(folder: Path, metadata: Mapping[str, Any]) -> None:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
-from ..errors import CheckpointMismatchError, ConfigError
+from ..errors import ConfigError
 
 # Keys every method config may have: its display name, its registry key and the module that registers it.
 COMMON_KEYS = frozenset({"name", "kind", "module"})
@@ -139,20 +139,11 @@ class ModuleMethod(Method):
         return ConceptPlan(mode=mode, concepts=names, sampling=sampling, weights={})
 
     def check_modules(self, modules_dir: Path, base_model: str) -> None:
-        import json
+        from ..modules import METADATA_FILE, checked_metadata
 
-        from ..modules import METADATA_FILE, check_compatible, verify_files
-
-        path = modules_dir / METADATA_FILE
-        if not path.is_file():
-            return  # nothing trained yet: the train stage (or load_modules' own message) says what to do
-        try:
-            metadata = json.loads(path.read_text())
-        except ValueError as error:
-            raise CheckpointMismatchError(f"{path} is not readable JSON ({error}); these are not modules this "
-                                          "project wrote, or the file was damaged: retrain into a new folder") from None
-        check_compatible(metadata, None, base_model, where=str(modules_dir))
-        verify_files(modules_dir, metadata)
+        # Nothing trained yet: the train stage (or load_modules' own message) says what to do.
+        if (modules_dir / METADATA_FILE).is_file():
+            checked_metadata(modules_dir, None, base_model)
 
     def load_modules(self, modules_dir: Path, h_shape: tuple[int, int, int], base_model: str, device: str):
         from ..modules import TransformationSet
