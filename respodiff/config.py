@@ -219,7 +219,8 @@ def apply_evaluator_scale(cfg: DictConfig, overrides: Iterable[str] = ()) -> Dic
     """
     from .evaluation.stand_ins import stand_in_settings
 
-    overlay = stand_in_settings(evaluator_scale(cfg), cfg.paths.cache_dir)
+    scale = evaluator_scale(cfg)
+    overlay = stand_in_settings(scale, cfg.paths.cache_dir)
     if not overlay:
         return cfg
     overlay["evaluators"] = _non_null_over(overlay.get("evaluators") or {}, plain(cfg.eval.get("evaluators")))
@@ -231,10 +232,10 @@ def apply_evaluator_scale(cfg: DictConfig, overrides: Iterable[str] = ()) -> Dic
             where = f"eval.{block}.{key}"
             current = OmegaConf.select(cfg, where)
             if where in explicit:
-                log.warning("%s=%s kept as given (the %s scale's stand-in would be %s)", where, current,
-                            evaluator_scale(cfg), values.pop(key))
+                log.warning("%s=%s kept as given (the %s scale's stand-in would be %s)", where, current, scale,
+                            values.pop(key))
             elif current is not None and current != values[key]:
-                log.info("%s: %s -> %s (the %s scale's stand-in)", where, current, values[key], evaluator_scale(cfg))
+                log.info("%s: %s -> %s (the %s scale's stand-in)", where, current, values[key], scale)
     with open_dict(cfg):
         cfg.eval = OmegaConf.merge(cfg.eval, overlay)
     return cfg
