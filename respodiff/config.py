@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -19,22 +19,24 @@ from .models import ModelSpec
 
 log = logging.getLogger("respodiff")
 
-STAGES = ("train", "generate", "evaluate", "report", "all")
+# attack runs only when named (stage=attack attack=<name>): it is not part of "all" (respodiff/attacks/).
+STAGES = ("train", "generate", "evaluate", "report", "all", "attack")
 STAGE_ORDER = ("train", "generate", "evaluate", "report")
 CONCEPT_KINDS = ("fairness", "safety")
 SAMPLING_MODES = ("balanced", "uniform")
 
-# The keys each section of a composed config may have (method.* keys are the method's own: respodiff/methods/, and
-# the benchmark blocks and eval.evaluators are the evaluation package's). A key outside these is refused by its
-# full name, so a typo in a command or a YAML file never silently does nothing.
+# The keys each section of a composed config may have (method.* keys are the method's own: respodiff/methods/,
+# attack.* keys the attack's own: respodiff/attacks/, and the benchmark blocks and eval.evaluators are the evaluation
+# package's). A key outside these is refused by its full name, so a typo in a command or a YAML file never silently
+# does nothing.
 TOP_LEVEL_KEYS = frozenset({
     "experiment_name", "stage", "seed", "device", "threads",
-    "model", "concepts", "method", "train", "eval", "logger", "paths",
+    "model", "concepts", "method", "train", "eval", "logger", "paths", "attack",
 })
 MODEL_KEYS = frozenset({"name", "source", "id", "arch", "revision", "variant", "resolution", "dtype", "cache_dir",
                         "evaluators"})
 CONCEPT_SET_KEYS = frozenset({"name", "kind", "neutral_prompt", "guidance_target", "iterations", "batch_size", "items",
-                              "attribute_prompts"})
+                              "attribute_prompts", "compose_cycle"})
 CONCEPT_ITEM_KEYS = frozenset({"target_prompt", "negative_prompt", "neutral_prompt", "lr_ram", "lr_sam",
                                "guidance_target"})
 TRAIN_KEYS = frozenset({"iterations", "batch_size", "guidance_reverse", "max_step_index", "num_inference_steps",
@@ -97,6 +99,9 @@ def validate(cfg: DictConfig) -> None:
     _validate_concepts(cfg.concepts)
     build_method(plain(cfg)).validate(cfg.model.arch)
     _validate_eval(cfg, generates=bool({"generate", "evaluate", "report"} & set(stages)))
+    from .attacks.stage import validate_attack
+
+    validate_attack(plain(cfg), stages)
 
 
 def check_known_keys(cfg: DictConfig) -> None:
@@ -142,15 +147,17 @@ def check_no_empty_lists(cfg: DictConfig) -> None:
     walk(cfg, "")
 
 
-def eval_context(cfg: DictConfig):
-    """What every benchmark is told besides its own block: seed, cache folder, the concept set's names."""
+def eval_context(cfg: DictConfig | Mapping[str, Any]):
+    """What every benchmark is told besides its own block: seed, cache folder, the concept set's names (from the
+    composed config or its plain copy, as the attack stage holds it)."""
     from .evaluation.setup import EvalContext
 
+    concepts = cfg["concepts"]
     return EvalContext(
-        seed=int(cfg.seed),
-        cache_dir=str(cfg.paths.cache_dir),
-        concepts=list(cfg.concepts["items"]),
-        attribute_prompts=list(cfg.concepts.get("attribute_prompts") or []),
+        seed=int(cfg["seed"]),
+        cache_dir=str(cfg["paths"]["cache_dir"]),
+        concepts=list(concepts["items"]),
+        attribute_prompts=list(concepts.get("attribute_prompts") or []),
     )
 
 

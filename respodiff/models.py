@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +94,7 @@ class ModelSpec:
 
     def architecture(self) -> str:
         """`<arch>:<UNet class>:<12 hex digits of its config>` from the UNet's config.json (no weight is read);
-        just `<arch>` where no config is on disk (an architecture replica)."""
+        just `<arch>` where no config is on disk yet (a Hub model not downloaded)."""
         config = self.unet_config()
         if config is None:
             return self.arch
@@ -105,6 +103,10 @@ class ModelSpec:
 
     def unet_config(self) -> dict[str, Any] | None:
         """The UNet's config.json as stored, read without loading a weight (None where there is none on disk)."""
+        if self.source == "arch":
+            from .arch_replicas import arch_unet_config  # the replicas import this module
+
+            return arch_unet_config(self.id)
         if self.source == "tiny":
             path = ensure_tiny_model(self) / "unet" / "config.json"
         elif self.source in ("local", "toy"):
@@ -194,6 +196,8 @@ def load_pipeline(spec: ModelSpec, device: str | torch.device = "cpu", dtype: to
     location = check_model_available(spec)
     dtype = dtype or torch_dtype(spec.dtype, device)
     if spec.source == "arch":
+        from .arch_replicas import build_arch_pipeline  # the replicas import this module
+
         pipe = build_arch_pipeline(spec.id, dtype=dtype)
     else:
         options: dict[str, Any] = dict(dtype=dtype)
@@ -323,97 +327,3 @@ def _remove_tree(path: Path) -> None:
     import shutil
 
     shutil.rmtree(path, ignore_errors=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Architecture replicas: the real networks' shapes with random weights, for speed benchmarks without a download.
-
-ARCH_REPLICAS = ("sd14", "sdxl")
-
-
-def build_arch_pipeline(name: str, dtype: torch.dtype = torch.float32):
-    """SD v1.4's or SDXL base 1.0's UNet, VAE and text encoder architectures with random weights (nothing is
-    downloaded); the sizes are those of the published model configs."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTokenizer
-
-    from .tokenizer import write_clip_tokenizer
-
-    if name not in ARCH_REPLICAS:
-        raise ConfigError(f"no architecture replica named {name!r}; available: {ARCH_REPLICAS}")
-    tokenizer_dir = write_clip_tokenizer(default_cache_dir() / "arch-tokenizer", TINY_WORDS)
-    tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
-    torch.manual_seed(0)
-    # SD 1.x and SDXL share the VAE architecture; SDXL rescales latents by 0.13025 instead of 0.18215.
-    vae = dict(
-        block_out_channels=(128, 256, 512, 512),
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-        latent_channels=4,
-    )
-    if name == "sd14":  # built in this order so the random weights stay those of earlier benchmark runs
-        unet = UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
-        vae_model = AutoencoderKL(**vae, sample_size=512)
-        text_encoder = _clip_text(tokenizer, 768, 12, 12, 3072, "quick_gelu")
-        return sd_pipeline(vae_model, text_encoder, tokenizer, unet, DDIMScheduler(**DDIM_SETTINGS)).to(dtype=dtype)
-    with _default_dtype(dtype):  # 3.5B parameters: built in `dtype` directly, never all held in fp32 first
-        return _sdxl_arch(tokenizer, vae).to(dtype=dtype)
-
-
-def _sdxl_arch(tokenizer, vae: dict):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-
-    unet = UNet2DConditionModel(
-        sample_size=128,
-        block_out_channels=(320, 640, 1280),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 10),
-        attention_head_dim=(5, 10, 20),
-        cross_attention_dim=2048,
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=2816,  # 6 * 256 time ids + 1280 pooled text
-    )
-    return StableDiffusionXLPipeline(
-        vae=AutoencoderKL(**vae, sample_size=1024, scaling_factor=0.13025, force_upcast=True),
-        text_encoder=_clip_text(tokenizer, 768, 12, 12, 3072, "quick_gelu"),
-        text_encoder_2=_clip_text(tokenizer, 1280, 32, 20, 5120, "gelu", projection_dim=1280),
-        tokenizer=tokenizer,
-        tokenizer_2=tokenizer,
-        unet=unet,
-        scheduler=DDIMScheduler(**DDIM_SETTINGS),
-    )
-
-
-@contextmanager
-def _default_dtype(dtype: torch.dtype) -> Iterator[None]:
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        yield
-    finally:
-        torch.set_default_dtype(previous)
-
-
-def _clip_text(tokenizer, width: int, layers: int, heads: int, intermediate: int, activation: str,
-               projection_dim: int | None = None):
-    """A CLIP text encoder of the given size (with a projection head: SDXL's second encoder) at random weights."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        vocab_size=49408,
-        hidden_size=width,
-        intermediate_size=intermediate,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        max_position_embeddings=77,
-        hidden_act=activation,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **({} if projection_dim is None else {"projection_dim": projection_dim}),
-    )
-    return CLIPTextModel(config) if projection_dim is None else CLIPTextModelWithProjection(config)

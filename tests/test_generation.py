@@ -306,7 +306,7 @@ def test_a_failed_write_records_only_complete_images(tiny_pipe, tmp_path, monkey
 
     manifest, modules = worker.tiny_job(samples_per_prompt=2)
     store = tmp_path / "store"
-    real_write, calls = render.write_png, []
+    real_write, calls = render.write_image, []
 
     def failing_write(path, image, text):
         calls.append(path)
@@ -314,7 +314,7 @@ def test_a_failed_write_records_only_complete_images(tiny_pipe, tmp_path, monkey
             raise OSError("disk full")
         real_write(path, image, text)
 
-    monkeypatch.setattr(render, "write_png", failing_write)
+    monkeypatch.setattr(render, "write_image", failing_write)
     with pytest.raises(OSError, match="disk full"):
         run(tiny_pipe, manifest, store, modules, flush_every=100)
     recorded = read_manifest(store)
@@ -322,7 +322,7 @@ def test_a_failed_write_records_only_complete_images(tiny_pipe, tmp_path, monkey
     assert len(done) >= 2 and all((store / path).is_file() for path in done)
     assert not (store / calls[2]).exists()
 
-    monkeypatch.setattr(render, "write_png", real_write)
+    monkeypatch.setattr(render, "write_image", real_write)
     assert (run(tiny_pipe, manifest, store, modules)["status"] == "done").all()
 
 

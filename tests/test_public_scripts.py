@@ -18,7 +18,7 @@ from PIL import Image
 from respodiff.config import register_resolvers
 from respodiff.errors import ConfigError
 from respodiff.generation import ConceptPlan, SamplerSettings, build_manifest, generate, image_ok
-from respodiff.generation.store import manifest_hash, write_png
+from respodiff.generation.store import manifest_hash, write_image
 from respodiff.models import load_pipeline
 from respodiff.modules import HSpaceTransform
 from respodiff.seeding import stable_seed
@@ -67,7 +67,7 @@ def test_fp32_training_upcasts_half_weights_and_restores_them(tiny_cache_dir, tm
 
 
 @pytest.mark.parametrize("experiment", ["gender_sd14", "race_sd14", "safety_sd14", "race_sd14_public",
-                                        "safety_sd14_public"])
+                                        "safety_sd14_public", "compose_sd14_public"])
 def test_paper_experiments_train_in_fp32(experiment):
     assert compose_config(f"experiment={experiment}").train.precision == "fp32"
 
@@ -111,16 +111,22 @@ def test_toy_experiments_pin_the_timestep_their_numbers_were_made_with():
 
 def test_jpeg75_store_writes_and_checks_jpegs(tmp_path):
     image = Image.new("RGB", (32, 32), (200, 30, 60))
-    write_png(tmp_path / "a" / "0.jpg", image, {"respodiff": "{}"})
+    write_image(tmp_path / "a" / "0.jpg", image, {"respodiff": "{}"})
     expected = io.BytesIO()
     image.save(expected, format="JPEG")  # PIL's default quality, as the scripts' image.save("<i>.jpg")
     assert (tmp_path / "a" / "0.jpg").read_bytes() == expected.getvalue()
     assert image_ok(tmp_path / "a" / "0.jpg", 32, 32) and not image_ok(tmp_path / "a" / "0.jpg", 64, 64)
     (tmp_path / "cut.jpg").write_bytes(expected.getvalue()[:-20])
     assert not image_ok(tmp_path / "cut.jpg", 32, 32)
-    write_png(tmp_path / "b.png", image)
+    write_image(tmp_path / "b.png", image)
     (tmp_path / "b.jpg").write_bytes((tmp_path / "b.png").read_bytes())  # a PNG under a .jpg name is no JPEG
     assert image_ok(tmp_path / "b.png", 32, 32) and not image_ok(tmp_path / "b.jpg", 32, 32)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (CONF / "experiment").glob("*_public.yaml")))
+def test_public_experiments_save_jpeg75(experiment):
+    assert compose_config(f"experiment={experiment}").eval.image_format == "jpeg75"
+    assert compose_config("experiment=gender_sd14").eval.image_format == "png"  # the paper experiments: lossless
 
 
 def test_image_format_is_part_of_the_manifest_and_store_identity(tiny_pipe, tmp_path):

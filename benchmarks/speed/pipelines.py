@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+from respodiff.arch_replicas import build_arch_pipeline
 from respodiff.hspace import hspace_shape
 from respodiff.models import (
     REPO_ROOT,
     ModelSpec,
-    build_arch_pipeline,
     check_model_available,
     load_pipeline,
     torch_dtype,

@@ -109,7 +109,8 @@ class ConceptPlan:
     - sum: every concept with weight 1 (the safety transformation = anti-violence + anti-sexual).
     - compose: the fixed weights given, e.g. {"gender/woman": 0.6, "race/black": 0.4}.
     - compose_cycle: the weight sets in `cycle` in turn, `per_weights` consecutive images each, restarting with
-      every prompt when the per-prompt sample count is len(cycle) * per_weights (`ConceptPlan.cycle`).
+      every prompt (the per-prompt sample count must be a multiple of len(cycle) * per_weights;
+      `ConceptPlan.cycle_over`, or a concept set's `compose_cycle` block through `compose_cycle_plan`).
     Module keys are concept names of one TransformationSet, or "<set>/<concept>" when generate() is given several.
     """
 
@@ -154,8 +155,20 @@ class ConceptPlan:
 
     @property
     def samples_per_round(self) -> int:
-        """Images one full round of the plan takes (a per-prompt sample count should be a multiple of it)."""
+        """Images one full round of the plan takes (a per-prompt sample count must be a multiple of it)."""
         return len(self.cycle) * self.per_weights if self.mode == "compose_cycle" else 1
+
+    def check_samples_per_prompt(self, benchmark: str, samples_per_prompt: int) -> None:
+        """Refuse a per-prompt image count that cuts a round: every prompt must get every weight set equally
+        often (the public composition script: 6 pairs x 5 images = 30 per prompt)."""
+        if samples_per_prompt % self.samples_per_round:
+            raise ConfigError(
+                f"{benchmark} renders {samples_per_prompt} images per prompt, but the concept plan "
+                f"({self.mode}: {len(self.cycle)} weight sets x {self.per_weights} images) takes "
+                f"{self.samples_per_round} per round; choose the benchmark's images so that each prompt gets a "
+                f"multiple of {self.samples_per_round} (winobias: eval.winobias.images_per_concept x the number of "
+                "concepts)"
+            )
 
     def assign(self, ordinal: int, seed: int) -> tuple[str, dict[str, float]]:
         """(concept label, {module key: weight}) of the image at manifest position `ordinal` with `seed`."""
@@ -178,6 +191,37 @@ class ConceptPlan:
         return concept, {concept: 1.0}
 
 
+def compose_cycle_plan(block: Mapping, concept_names: list[str], where: str = "concepts.compose_cycle"
+                       ) -> ConceptPlan:
+    """The plan of a concept set's `compose_cycle` block: {groups: [[woman, man], [black, white, asian]],
+    weights: [0.6, 0.4], per_weights: 5} cycles over every combination of one concept per group, checked against
+    the set's concept names with errors naming the key."""
+    if not isinstance(block, Mapping):
+        raise ConfigError(f"{where} must be a block with groups, weights and per_weights, got {block!r}")
+    unknown = sorted(set(block) - {"groups", "weights", "per_weights"})
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'{where}.{k}' for k in unknown)}; {where} takes groups, "
+                          "weights and per_weights")
+    groups = [[str(name) for name in group] for group in block.get("groups") or []]
+    weights = list(block.get("weights") or [])
+    per_weights = block.get("per_weights", 1)
+    named = [name for group in groups for name in group]
+    strangers = [name for name in named if name not in concept_names]
+    if strangers:
+        raise ConfigError(f"{where}.groups names {strangers}, which are not concepts of this set {concept_names}")
+    if len(set(named)) != len(named):
+        raise ConfigError(f"{where}.groups lists a concept twice: {groups}")
+    if len(groups) < 2:
+        raise ConfigError(f"{where}.groups needs at least two groups to compose, got {groups}")
+    if len(weights) != len(groups):
+        raise ConfigError(f"{where}.weights needs one weight per group ({len(groups)}), got {weights}")
+    if any(isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0 for w in weights):
+        raise ConfigError(f"{where}.weights must be numbers >= 0, got {weights}")
+    if isinstance(per_weights, bool) or not isinstance(per_weights, int) or per_weights < 1:
+        raise ConfigError(f"{where}.per_weights must be an integer >= 1, got {per_weights!r}")
+    return ConceptPlan.cycle_over(groups, [float(w) for w in weights], per_weights)
+
+
 def build_manifest(
     benchmark: str,
     prompt_table: pd.DataFrame,
@@ -191,6 +235,7 @@ def build_manifest(
     """One pending row per (prompt, sample index), in prompt-table order; columns as in docs/CONTRACTS.md."""
     if samples_per_prompt < 1:
         raise ConfigError(f"samples_per_prompt must be >= 1, got {samples_per_prompt}")
+    plan.check_samples_per_prompt(benchmark, samples_per_prompt)
     if seed_scheme not in SEED_SCHEMES:
         raise ConfigError(f"eval.seed_scheme {seed_scheme!r} is not one of {SEED_SCHEMES}")
     if image_format not in IMAGE_FORMATS:

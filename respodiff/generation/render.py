@@ -1,5 +1,6 @@
-"""How a batch of manifest rows becomes PNG files: one stock pipeline call with the rows' h-space edits
-(Renderer), and the writer that compresses and saves the images behind it (ImageWriter).
+"""How a batch of manifest rows becomes image files (PNG, or JPEG for eval.image_format=jpeg75): one stock
+pipeline call with the rows' h-space edits (Renderer), and the writer that compresses and saves the images behind
+it (ImageWriter).
 
 generate() (engine.py) decides which rows to render and records what reached the disk.
 """
@@ -18,7 +19,7 @@ from torch import nn
 
 from ..hspace import HSpaceEditor
 from .plan import SamplerSettings, weights_of
-from .store import write_png
+from .store import write_image
 
 # Arguments the renderer itself passes; extra pipeline kwargs may not override them.
 RENDERER_ARGUMENTS = frozenset(
@@ -33,13 +34,14 @@ def execution_device(pipe) -> torch.device:
 
 
 class ImageWriter:
-    """Writes PNGs on background threads, so compression (~45 ms for 512 px) overlaps the next batch's denoising.
+    """Writes images on background threads, so compression (~45 ms per 512 px PNG) overlaps the next batch's
+    denoising.
 
-    zlib releases the GIL; at most `backlog` images wait in memory before the renderer waits for the disk.
+    zlib and libjpeg release the GIL; at most `backlog` images wait in memory before the renderer waits for the disk.
     """
 
     def __init__(self, threads: int = 2, backlog: int = 64) -> None:
-        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="png-writer")
+        self.pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="image-writer")
         self.pending: list[tuple[str, Future]] = []
         self.backlog = backlog
 
@@ -53,7 +55,7 @@ class ImageWriter:
         for _, future in self.pending:  # stop rendering at the first failed write, not at the next flush
             if future.done() and future.exception() is not None:
                 raise future.exception()
-        self.pending.append((image_id, self.pool.submit(write_png, path, image, text)))
+        self.pending.append((image_id, self.pool.submit(write_image, path, image, text)))
         if len(self.pending) >= self.backlog:
             wait([future for _, future in self.pending])
 

@@ -134,10 +134,13 @@ JPEG_QUALITY = 75  # PIL's default, which the public scripts' `image.save("<i>.j
 _JPEG_END = b"\xff\xd9"  # EOI marker: a JPEG cut short lacks it
 
 
-def write_png(path: Path, image: Image.Image, text: Mapping[str, str] | None = None) -> None:
+def write_image(path: Path, image: Image.Image, text: Mapping[str, str] | None = None) -> None:
     """Write `image` in the format its path's suffix names (docs/CONTRACTS.md): .png with `text` as PNG text
-    chunks, or .jpg at quality 75 (JPEG carries no such chunks; the manifest holds the same facts)."""
+    chunks, or .jpg at quality 75 (JPEG carries no such chunks; the manifest holds the same facts). Any other
+    suffix is refused rather than written as PNG under a misleading name."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix not in (".png", ".jpg"):
+        raise ValueError(f"{path}: the image store writes .png or .jpg files, not {path.suffix or 'no suffix'!r}")
     if path.suffix == ".jpg":
         replace_atomically(path, lambda handle: image.save(handle, format="JPEG", quality=JPEG_QUALITY))
         return

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from ..errors import ConfigError
+from ..registries import add_to_registry
 
 # Keys every method config may have: its display name, its registry key and the module that registers it.
 COMMON_KEYS = frozenset({"name", "kind", "module"})
@@ -133,10 +134,36 @@ class ModuleMethod(Method):
         from ..generation import ConceptPlan
 
         names = self.concept_names
+        cycle = self.concepts.get("compose_cycle")
+        if cycle:
+            from ..generation.plan import compose_cycle_plan
+
+            return compose_cycle_plan(cycle, names)
         if compose:
             return ConceptPlan(mode="compose", concepts=names, sampling=sampling, weights=dict(compose))
         mode = "sum" if self.concepts["kind"] == "safety" else "fair"
         return ConceptPlan(mode=mode, concepts=names, sampling=sampling, weights={})
+
+    def check_compose_cycle(self) -> None:
+        """The cycle names this set's concepts, and every benchmark of the run gives each prompt whole rounds of
+        it (checked at config time: a cut round would otherwise surface only after training)."""
+        from ..evaluation.registry import get_benchmark
+        from ..evaluation.setup import EvalContext, benchmark_settings
+
+        if not self.concepts.get("compose_cycle"):
+            return
+        eval_cfg = self.cfg["eval"]
+        if eval_cfg.get("compose"):
+            raise ConfigError("eval.compose and concepts.compose_cycle are both set; a run composes one way: "
+                              "set eval.compose=null (or concepts.compose_cycle=null)")
+        plan = self.concept_plan(str(eval_cfg.get("sampling")), None)
+        context = EvalContext(seed=int(self.cfg["seed"]), cache_dir=str(self.cfg["paths"]["cache_dir"]),
+                              concepts=self.concept_names,
+                              attribute_prompts=list(self.concepts.get("attribute_prompts") or []))
+        for name in eval_cfg.get("benchmarks") or ():
+            settings = benchmark_settings(eval_cfg, name, context)
+            samples = get_benchmark(name).samples_per_prompt(settings, len(self.concept_names))
+            plan.check_samples_per_prompt(name, samples)
 
     def check_modules(self, modules_dir: Path, base_model: str) -> None:
         from ..modules import METADATA_FILE, checked_metadata
@@ -160,15 +187,7 @@ def register_method(cls: type[Method]) -> type[Method]:
     """Class decorator: make `cls` the implementation of `method.kind: <cls.kind>`."""
     if not cls.kind:
         raise ConfigError(f"{cls.__qualname__} needs a non-empty class attribute `kind` to be registered")
-    existing = _REGISTRY.get(cls.kind)
-    if existing is not None and _qualified(existing) != _qualified(cls):
-        raise ConfigError(f"method kind {cls.kind!r} is registered twice: {_qualified(existing)} and {_qualified(cls)}")
-    _REGISTRY[cls.kind] = cls
-    return cls
-
-
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return add_to_registry(_REGISTRY, cls.kind, cls, "method kind")
 
 
 def _import_builtin_methods() -> None:

@@ -3,6 +3,9 @@ UNet, trained with the score-matching objective (PROTOCOL.md section 2; respodif
 
 One kind serves every variant; the YAML says which (conf/method/): `respodiff` (RAM + SAM), `ram_only`, `shared`
 (one module trained by both losses), `codsma` (one C-vector, RAM only), `respodiff_mlp`, `respodiff_conv`.
+
+A concept set with a `compose_cycle` block (conf/concepts/gender_race.yaml) generates compositions: every image
+gets one weighted combination of its concepts, cycling through all of them (the public composition script).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ class HSpaceMethod(ModuleMethod):
         # before any model loads.
         concepts, settings = self._training()
         validate_concepts(concepts, settings)
+        self.check_compose_cycle()
 
     def is_trained(self, modules_dir: Path, base_model: str) -> bool:
         from ..training import is_trained, training_record

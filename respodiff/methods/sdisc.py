@@ -32,6 +32,7 @@ class SDiscMethod(ModuleMethod):
         concepts, settings = self._training()  # SDiscSettings checks its own values
         for concept in concepts:
             image_prompts(concept, settings.kind)
+        self.check_compose_cycle()
 
     def is_trained(self, modules_dir: Path, base_model: str) -> bool:
         from ..training import is_trained, sdisc_record
