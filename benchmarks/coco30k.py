@@ -2,7 +2,10 @@
 
 `coco30k` uses all 30,000 captions of the prepared set (`python -m respodiff.datasets prepare coco30k ...`);
 `coco5k` is the named development subset: the first 5,000 captions (by caption index) and their references.
-FID is refused unless every expected image exists: a partial set is not the benchmark.
+FID is refused unless every expected image exists: a partial set is not the benchmark. FID compares in the run's
+image format (eval.image_format, read off the generated images' suffixes): with jpeg75 the reference images are
+re-encoded as JPEG quality 75 in memory before feature extraction, as the generated ones were saved, and their
+statistics are cached apart from the png ones (respodiff/evaluation/quality.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import pandas as pd
 from respodiff import datasets
 from respodiff.errors import ConfigError
 from respodiff.evaluation.images import join_many_to_one, require_complete
-from respodiff.evaluation.quality import CLIP_SCORE, FID
+from respodiff.evaluation.leakage import LEAKAGE_COLUMNS, caption_attribute_columns
+from respodiff.evaluation.quality import CLIP_SCORE, FID, image_format_of
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, metric_value, register_benchmark
 
 
@@ -66,16 +70,22 @@ class Coco30k(Benchmark):
         frame = join_many_to_one(images[["image_id", "prompt_id", "path"]],
                                  captions[["prompt_id", "caption", "reference"]], "prompt_id",
                                  f"{self.name} images vs captions")
+        image_format = image_format_of(frame["path"].tolist())
         clip = evaluators.clip.scores(frame["path"].tolist(), frame["caption"].tolist())
         fid = evaluators.fid.fid(frame["path"].tolist(), captions["reference"].tolist(), expected=s["size"],
-                                 reference_root=s["data_dir"])
+                                 reference_root=s["data_dir"], reference_format=image_format)
         frame["clip_score"] = clip
+        # Gender and race by CLIP zero-shot (the image embeddings CLIP score just computed) and what each caption
+        # names: what a safety module changes besides its target (compare.py's leakage rows).
+        for column, values in caption_attribute_columns(evaluators.clip, frame["path"].tolist(),
+                                                        frame["caption"].tolist()).items():
+            frame[column] = values
         rows = [metric_value(FID, fid.value, n=fid.n_generated),
                 *self.mean_rows(CLIP_SCORE, clip, n_bootstrap=s["n_bootstrap"], seed=s["bootstrap_seed"],
                                 stream=(self.name,))]
         identity = self.identity(evaluators, s["n_bootstrap"], fid_reference_stats=fid.reference_key,
-                                 fid_reference_images=fid.n_reference)
-        per_image = frame[["image_id", "prompt_id", "clip_score"]].reset_index(drop=True)
+                                 fid_reference_images=fid.n_reference, fid_reference_format=fid.reference_format)
+        per_image = frame[["image_id", "prompt_id", "clip_score", *LEAKAGE_COLUMNS]].reset_index(drop=True)
         return BenchmarkResult(per_image=per_image, metrics=rows, evaluator=identity)
 
 

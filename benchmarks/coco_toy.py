@@ -6,6 +6,9 @@ so the reference distribution carries the planted biases, as COCO's photos carry
 Agreement: the caption-agreement score (0..100, CLIP-score analogue) of each image with its caption. Unlike
 coco30k the size is a setting (default 500 of the 1,000 captions): FID-toy values are comparable only at one size,
 so the size is recorded with every result.
+Leakage: the per-image store keeps what the exact classifiers read (kind, gender, race) with the caption's facts
+(names_gender, names_race, and subject: the kind it names, else "person"), so `python -m respodiff.evaluation compare`
+measures how far a module moves gender and race on captions that leave them open (respodiff/evaluation/leakage.py).
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import pandas as pd
 
 from respodiff.errors import ConfigError
 from respodiff.evaluation.images import join_many_to_one, require_complete
+from respodiff.evaluation.leakage import SUBJECT
 from respodiff.evaluation.quality import feature_statistics, frechet_distance
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, metric_value, register_benchmark
 from respodiff.evaluation.toy import FID_TOY_NOTE, ToyScored, load_images
-from respodiff.toyworld import COCO_TOY_SIZE, coco_toy_references, coco_toy_table
-from respodiff.toyworld.classifiers import agreement_score
+from respodiff.toyworld import COCO_TOY_SIZE, GENDERS, RACES, coco_toy_references, coco_toy_table
+from respodiff.toyworld.classifiers import agreement_score, classify, parse_caption
 
 FID_TOY = Metric("fid_toy", "1", False, FID_TOY_NOTE + "; Frechet distance to the captions' reference renders")
 AGREEMENT = Metric("agreement", "1", True, "caption-agreement score (0..100, CLIP-score analogue) with the caption")
@@ -32,6 +36,7 @@ class CocoToy(ToyScored, Benchmark):
     metrics: ClassVar[tuple[Metric, ...]] = (FID_TOY, AGREEMENT)
     uses_fid_toy: ClassVar[bool] = True  # exact classifiers + the committed FID-toy network
     setting_defaults: ClassVar[dict[str, Any]] = {"size": 500}
+    leakage_attributes: ClassVar[dict[str, tuple[str, ...]]] = {"gender": tuple(GENDERS), "race": tuple(RACES)}
 
     def options(self, settings: dict | None) -> dict[str, Any]:
         s = super().options(settings)
@@ -65,11 +70,23 @@ class CocoToy(ToyScored, Benchmark):
         mu_ref, sigma_ref = feature_statistics(toy_fid_features(coco_toy_references(captions)))
         fid = frechet_distance(mu_gen, sigma_gen, mu_ref, sigma_ref)
         frame["agreement"] = agreement_score(pixels, frame["caption"].tolist())
+        for column, values in self.leakage_columns(pixels, frame["caption"].tolist()).items():
+            frame[column] = values
         rows = [metric_value(FID_TOY, fid, n=len(frame)),
                 *self.mean_rows(AGREEMENT, frame["agreement"], n_bootstrap=s["n_bootstrap"],
                                 seed=s["bootstrap_seed"], stream=(self.name,))]
         identity = self.identity(evaluators, s["n_bootstrap"],
                                  fid_reference=f"toy renders of the first {s['size']} COCO-toy captions' scenes",
                                  size=s["size"])
-        per_image = frame[["image_id", "prompt_id", "caption_type", "agreement"]].reset_index(drop=True)
+        per_image = frame[["image_id", "prompt_id", "caption_type", "agreement", "kind", "gender", "race",
+                           "names_gender", "names_race", SUBJECT]].reset_index(drop=True)
         return BenchmarkResult(per_image=per_image, metrics=rows, evaluator=identity)
+
+    @staticmethod
+    def leakage_columns(pixels, captions: list[str]) -> dict[str, Any]:
+        """What the exact classifiers read from each image, and what its caption names (leakage.py)."""
+        pred = classify(pixels)
+        named = [parse_caption(caption) for caption in captions]
+        return {"kind": pred["kind"].to_numpy(), "gender": pred["gender"].to_numpy(), "race": pred["race"].to_numpy(),
+                "names_gender": [("gender" in n) for n in named], "names_race": [("race" in n) for n in named],
+                SUBJECT: [n.get("kind", "person") for n in named]}

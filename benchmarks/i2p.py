@@ -2,7 +2,8 @@
 
 Rows: all images, each of the seven categories (multi-label: a prompt counts in every category it carries), the
 1,831 "hard" prompts and each category within them, each for the classifiers either / nudenet / q16. The prompt
-table comes from `python -m respodiff.datasets prepare i2p ...`.
+table comes from `python -m respodiff.datasets prepare i2p ...`. Within-prompt diversity (diversity.py) uses the image
+embeddings Q16 computes anyway (its encoder is CLIP ViT-L/14 with OpenAI's weights), kept in the per-image store.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from respodiff import datasets
+from respodiff.evaluation.diversity import DIVERSITY, EMBEDDING_COLUMN, diversity_rows, embedding_column
 from respodiff.evaluation.evaluator_settings import NudeNetSettings
 from respodiff.evaluation.images import require_complete
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, register_benchmark
@@ -31,7 +33,8 @@ class I2PStyle(Benchmark):
     """I2P's scoring, shared with I2P-toy: prompts with multi-label categories and a hard subset, several images per
     prompt, each image flagged by one or more detectors (`detectors`, OR-ed into `either`) and counted once.
 
-    A subclass supplies the prompt table and `score_images`; `extra_rows` adds metrics beyond the flag rates.
+    A subclass supplies the prompt table and `score_images`; `extra_rows` adds metrics beyond the flag rates, and an
+    `embedding` column among the scores adds within-prompt diversity.
     """
 
     detectors: ClassVar[tuple[str, ...]]  # the flag columns `score_images` returns
@@ -62,7 +65,9 @@ class I2PStyle(Benchmark):
         joined, rows = aggregate_i2p(scores, images, table, detectors=detectors, metric=self.rate_metric,
                                      n_boot=s["n_bootstrap"], seed=s["bootstrap_seed"])
         rows += self.extra_rows(joined, s)
-        columns = [c for c in ("image_id", "prompt_id", *self.per_image_columns) if c in joined.columns]
+        rows += diversity_rows(joined, n_bootstrap=s["n_bootstrap"], seed=s["bootstrap_seed"], stream=(self.name,))
+        columns = [c for c in ("image_id", "prompt_id", *self.per_image_columns, EMBEDDING_COLUMN)
+                   if c in joined.columns]
         return joined[columns].reset_index(drop=True), rows
 
     def rescore(self, per_image: pd.DataFrame, settings: dict, rescoring: Any) -> tuple[pd.DataFrame, list]:
@@ -98,7 +103,7 @@ class I2PStyle(Benchmark):
 class I2P(I2PStyle):
     seed_scheme = "protocol"  # PROTOCOL.md section 4: seed = the image's index (prompt index x 5 + sample)
     name: ClassVar[str] = "i2p"
-    metrics: ClassVar[tuple[Metric, ...]] = (INAPPROPRIATE_RATE,)
+    metrics: ClassVar[tuple[Metric, ...]] = (INAPPROPRIATE_RATE, DIVERSITY)
     requires: ClassVar[frozenset[str]] = frozenset({"nudenet", "q16"})
     detectors: ClassVar[tuple[str, ...]] = I2P_DETECTORS
     rate_metric: ClassVar[Metric] = INAPPROPRIATE_RATE
@@ -112,17 +117,28 @@ class I2P(I2PStyle):
         return datasets.load_i2p(s["data_dir"], expected_count=s["dataset_size"])
 
     def score_images(self, images: pd.DataFrame, table: pd.DataFrame, evaluators: Any) -> pd.DataFrame:
-        """Flags, plus the raw scores they come from (NudeNet's per-label maxima, Q16's p) for `rescore`."""
-        nudenet_scores, q16_p = self.classify(images["path"].tolist(), evaluators)
+        """Flags, plus the raw scores they come from (NudeNet's per-label maxima, Q16's p) for `rescore`, and the
+        image embeddings for diversity."""
+        paths = images["path"].tolist()
+        nudenet_scores, q16_p = self.classify(paths, evaluators)
         nudenet = nudenet_flags(nudenet_scores, evaluators.nudenet.classes, evaluators.nudenet.threshold)
         flags = pd.DataFrame({"image_id": images["image_id"].to_numpy(), "nudenet": nudenet, "q16": q16_flags(q16_p),
                               "q16_p": q16_p})
+        embeddings = self.embeddings(paths, evaluators)
+        if embeddings is not None:
+            flags[EMBEDDING_COLUMN] = embedding_column(embeddings)
         return pd.concat([flags, nudenet_scores.reset_index(drop=True)], axis=1)
 
     def classify(self, paths: Sequence[str], evaluators: Any) -> tuple[pd.DataFrame, np.ndarray]:
         """(NudeNet per-label maximum scores, Q16 p(inappropriate)) per image; a subclass may swap in other
         classifiers."""
         return evaluators.nudenet.class_scores(paths), evaluators.q16.probabilities(paths)
+
+    def embeddings(self, paths: Sequence[str], evaluators: Any) -> np.ndarray | None:
+        """The Q16 encoder's image embeddings (computed for Q16's p just before, so not again), or None from a Q16
+        scorer that does not expose them (then the run has no diversity row)."""
+        encode = getattr(evaluators.q16, "image_embeddings", None)
+        return None if encode is None else encode(paths)
 
     def rescore_flags(self, per_image: pd.DataFrame, rescoring: Any) -> pd.DataFrame:
         """NudeNet's flag from its stored per-label maxima under `rescoring.nudenet` (threshold, classes), and Q16's

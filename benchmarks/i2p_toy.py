@@ -6,7 +6,7 @@ prompt id), with the toy world's exact detector (>= UNSAFE_MIN_PIXELS blood-red 
 Rows: unsafe_rate over all images, per category, on the hard subset and per category within it. Semantic
 preservation: kind_recognised on the prompts that name a kind ("a violent farmer" should stay a farmer) and the
 caption-agreement score (which counts blood the prompt asks for, so it drops when blood is removed, as a CLIP
-score would).
+score would). Within-prompt diversity: the FID-toy CNN's features of each image, kept in the per-image store.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import pandas as pd
 
+from respodiff.evaluation.diversity import DIVERSITY, EMBEDDING_COLUMN, embedding_column
 from respodiff.evaluation.images import join_many_to_one
 from respodiff.evaluation.registry import Metric, register_benchmark
 from respodiff.evaluation.toy import ToyScored, load_images
@@ -32,7 +33,8 @@ AGREEMENT = Metric("agreement", "1", True, "caption-agreement score (0..100, CLI
 @register_benchmark
 class I2PToy(ToyScored, I2PStyle):
     name: ClassVar[str] = "i2p_toy"
-    metrics: ClassVar[tuple[Metric, ...]] = (UNSAFE_RATE, KIND_RECOGNISED, AGREEMENT)
+    metrics: ClassVar[tuple[Metric, ...]] = (UNSAFE_RATE, KIND_RECOGNISED, AGREEMENT, DIVERSITY)
+    uses_fid_toy: ClassVar[bool] = True  # its features are the diversity embeddings
     detectors: ClassVar[tuple[str, ...]] = ("unsafe",)  # the exact blood detector's flag
     rate_metric: ClassVar[Metric] = UNSAFE_RATE
     per_image_columns: ClassVar[tuple[str, ...]] = ("categories", "hard", "named_kind", "kind", "unsafe",
@@ -45,7 +47,10 @@ class I2PToy(ToyScored, I2PStyle):
         return table
 
     def score_images(self, images: pd.DataFrame, table: pd.DataFrame, evaluators: Any) -> pd.DataFrame:
-        """The exact classifiers on each image: blood (the flag), kind, and caption agreement with its prompt."""
+        """The exact classifiers on each image: blood (the flag), kind, and caption agreement with its prompt; the
+        FID-toy CNN's features for diversity."""
+        from respodiff.toyworld.fid_features import toy_fid_features
+
         frame = join_many_to_one(images[["image_id", "prompt_id", "path", "prompt"]],
                                  table[["prompt_id", "named_kind"]], "prompt_id", f"{self.name} images vs prompts")
         pixels = load_images(frame["path"].tolist())
@@ -53,7 +58,8 @@ class I2PToy(ToyScored, I2PStyle):
         return pd.DataFrame({"image_id": frame["image_id"], "named_kind": frame["named_kind"],
                              "kind": pred["kind"].to_numpy(), "unsafe": pred["unsafe"].to_numpy(),
                              "unsafe_pixels": pred["unsafe_pixels"].to_numpy(),
-                             "agreement": agreement_score(pixels, frame["prompt"].tolist())})
+                             "agreement": agreement_score(pixels, frame["prompt"].tolist()),
+                             EMBEDDING_COLUMN: embedding_column(toy_fid_features(pixels))})
 
     def extra_rows(self, joined: pd.DataFrame, settings: dict[str, Any]) -> list:
         """Semantic preservation: the named kind kept (on prompts naming one), and caption agreement."""

@@ -4,6 +4,11 @@ Each image's attribute is CLIP ViT-B/32's zero-shot argmax over the attribute pr
 three race prompts); DevRat is computed per profession over all its templates and averaged. WinoAlign is the CLIP
 score of each image with its own prompt.
 
+Beside them, when CLIP scores the images: each image's CLIP embedding (within-prompt diversity,
+respodiff/evaluation/diversity.py) and its zero-shot reading of the attributes the run does not target (race under
+gender modules, gender under race modules), which `python -m respodiff.evaluation compare` turns into leakage against
+the base model. All of it lands in the per-image store, so every row can be recomputed without a model.
+
 Reuse: a subclass may change `professions`, `templates`, `attributes` and `requires`, and override
 `classify_attributes` / `alignment_scores` (another classifier), or `score_images` with `score_columns` and
 `mean_metrics` (other per-image scores: the toy world's winobias_toy), keeping the rest.
@@ -20,8 +25,10 @@ import numpy as np
 import pandas as pd
 
 from respodiff.errors import ConfigError
+from respodiff.evaluation.diversity import DIVERSITY, EMBEDDING_COLUMN, diversity_rows, embedding_column
 from respodiff.evaluation.fairness import devrat_by_group
 from respodiff.evaluation.images import EvaluationDataError, join_many_to_one, require_complete
+from respodiff.evaluation.leakage import ZERO_SHOT_ATTRIBUTES, zero_shot_columns
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, metric_value, register_benchmark
 
 PROFESSIONS = (
@@ -48,10 +55,9 @@ class AttributeSpec:
     images_per_concept: int
 
 
-ATTRIBUTES = {
-    "gender": AttributeSpec(("a man", "a woman"), ("man", "woman"), 15),
-    "race": AttributeSpec(("a white person", "a black person", "an asian person"), ("white", "black", "asian"), 10),
-}
+# The paper's images per (template, concept): 15 for gender, 10 for race.
+ATTRIBUTES = {name: AttributeSpec(ZERO_SHOT_ATTRIBUTES[name].prompts, ZERO_SHOT_ATTRIBUTES[name].labels, count)
+              for name, count in (("gender", 15), ("race", 10))}
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def slug(text: str) -> str:
 @register_benchmark
 class Winobias(Benchmark):
     name: ClassVar[str] = "winobias"
-    metrics: ClassVar[tuple[Metric, ...]] = (DEVRAT, DEVRAT_FLOOR, WINOALIGN)
+    metrics: ClassVar[tuple[Metric, ...]] = (DEVRAT, DEVRAT_FLOOR, WINOALIGN, DIVERSITY)
     requires: ClassVar[frozenset[str]] = frozenset({"clip"})
     professions: ClassVar[tuple[str, ...]] = PROFESSIONS
     templates: ClassVar[tuple[str, ...]] = TEMPLATES
@@ -93,6 +99,11 @@ class Winobias(Benchmark):
     manifest_columns: ClassVar[tuple[str, ...]] = ()
     score_columns: ClassVar[tuple[str, ...]] = ("winoalign",)
     mean_metrics: ClassVar[tuple[tuple[Metric, str], ...]] = ((WINOALIGN, "winoalign"),)
+
+    @property
+    def leakage_attributes(self) -> dict[str, tuple[str, ...]]:
+        """Class labels of each attribute whose per-image reading the store keeps (under its name) for leakage."""
+        return {name: spec.labels for name, spec in self.attributes.items()}
 
     # --- settings -------------------------------------------------------------------------------------------
 
@@ -169,11 +180,13 @@ class Winobias(Benchmark):
     def evaluate(self, images: pd.DataFrame, settings: dict, evaluators: Any) -> BenchmarkResult:
         opts = self.options(settings)
         frame = self.images_with_prompts(images, settings, opts)
-        for column, values in self.score_images(frame, opts, evaluators).items():
+        scored = self.score_images(frame, opts, evaluators)
+        for column, values in scored.items():
             frame[column] = values
         frame["attribute"] = [opts.attribute_labels[i] for i in frame["attribute_index"]]
+        extra = [c for c in scored if c != "attribute_index" and c not in self.score_columns]
         per_image = frame[["image_id", "prompt_id", "profession", "template_index", *self.manifest_columns,
-                           "attribute", "attribute_index", *self.score_columns]].reset_index(drop=True)
+                           "attribute", "attribute_index", *self.score_columns, *extra]].reset_index(drop=True)
         identity = self.identity(evaluators, opts.n_bootstrap, attribute=opts.attribute,
                                  attribute_prompts=list(opts.attribute_prompts),
                                  attribute_labels=list(opts.attribute_labels))
@@ -183,13 +196,14 @@ class Winobias(Benchmark):
         """Every metric row from the per-image table alone: what `rescore` reruns without loading a model.
 
         Mean rows resample professions for the headline (images of a profession share its prompts) and prompts
-        within a profession's row."""
+        within a profession's row; diversity (when the store keeps embeddings) resamples prompts."""
         rows = self._devrat_rows(per_image, opts)
         for metric, column in self.mean_metrics:
             rows += self.mean_rows(metric, per_image[column], n_bootstrap=opts.n_bootstrap,
                                    seed=opts.bootstrap_seed, groups=per_image["profession"], group_key="profession",
                                    clusters=per_image["profession"], group_clusters=per_image["prompt_id"])
-        return rows
+        return rows + diversity_rows(per_image, n_bootstrap=opts.n_bootstrap, seed=opts.bootstrap_seed,
+                                     stream=(self.name,))
 
     # --- seams for subclasses -------------------------------------------------------------------------------
 
@@ -199,7 +213,17 @@ class Winobias(Benchmark):
         paths = frame["path"].tolist()
         labels = np.asarray(self.classify_attributes(paths, opts, evaluators))
         scores = np.asarray(self.alignment_scores(paths, frame["prompt"].tolist(), evaluators), dtype=np.float64)
-        return {"attribute_index": labels, "winoalign": scores}
+        return {"attribute_index": labels, "winoalign": scores, **self.clip_columns(paths, opts, evaluators)}
+
+    def clip_columns(self, paths: Sequence[str], opts: WinobiasOptions, evaluators: Any) -> dict[str, Any]:
+        """The CLIP image embedding (diversity) and the zero-shot reading of every attribute but the measured one
+        (leakage), from the image embeddings CLIP score computed already; none for a subclass scored without CLIP."""
+        if "clip" not in self.requires:
+            return {}
+        others = {name: ZERO_SHOT_ATTRIBUTES[name] for name in self.attributes
+                  if name != opts.attribute and name in ZERO_SHOT_ATTRIBUTES}
+        return {EMBEDDING_COLUMN: embedding_column(evaluators.clip.image_embeddings(paths)),
+                **zero_shot_columns(evaluators.clip, paths, others)}
 
     def classify_attributes(self, paths: Sequence[str], opts: WinobiasOptions, evaluators: Any) -> np.ndarray:
         """Class index (into opts.attribute_prompts) per image."""

@@ -8,6 +8,8 @@ WinoAlign in two forms:
 - agreement: the caption-agreement score (0..100, the CLIP-score analogue) of each image with its own prompt.
 With the Winobias prompts ("photo of a doctor") the caption names only the kind, so agreement = 100 x
 kind_recognised image by image; both are reported because COCO-toy and I2P-toy prompts name more.
+The per-image store keeps gender and race whichever is measured (the other one is leakage) and each image's FID-toy
+CNN features (within-prompt diversity).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from respodiff.errors import ConfigError
+from respodiff.evaluation.diversity import DIVERSITY, EMBEDDING_COLUMN, embedding_column
 from respodiff.evaluation.registry import Metric, register_benchmark
 from respodiff.evaluation.toy import ToyScored, load_images
 from respodiff.toyworld import GENDERS, KINDS, RACES, WINOBIAS_TEMPLATES
@@ -45,7 +48,8 @@ ATTRIBUTE_COLUMN = {"gender": "gender", "race": "race"}
 @register_benchmark
 class WinobiasToy(ToyScored, Winobias):
     name: ClassVar[str] = "winobias_toy"
-    metrics: ClassVar[tuple[Metric, ...]] = (DEVRAT, DEVRAT_FLOOR, KIND_RECOGNISED, AGREEMENT)
+    metrics: ClassVar[tuple[Metric, ...]] = (DEVRAT, DEVRAT_FLOOR, KIND_RECOGNISED, AGREEMENT, DIVERSITY)
+    uses_fid_toy: ClassVar[bool] = True  # its features are the diversity embeddings
     professions: ClassVar[tuple[str, ...]] = KINDS
     templates: ClassVar[tuple[str, ...]] = WINOBIAS_TEMPLATES
     attributes: ClassVar[dict[str, AttributeSpec]] = TOY_ATTRIBUTES
@@ -64,14 +68,18 @@ class WinobiasToy(ToyScored, Winobias):
         return opts
 
     def score_images(self, frame: pd.DataFrame, opts: WinobiasOptions, evaluators: Any) -> dict[str, np.ndarray]:
-        """The exact classifiers read attributes, kind and blood from the pixels (loaded and classified once)."""
+        """The exact classifiers read attributes, kind and blood from the pixels (loaded and classified once); the
+        FID-toy CNN gives the diversity embeddings."""
+        from respodiff.toyworld.fid_features import toy_fid_features
+
         pixels = load_images(frame["path"].tolist())
         pred = classify(pixels)
         kind = pred["kind"].to_numpy()
         return {"attribute_index": self._attribute_index(pred[ATTRIBUTE_COLUMN[opts.attribute]], opts),
                 "kind": kind, "kind_recognised": kind == frame["profession"].to_numpy(),
                 "agreement": agreement_score(pixels, frame["prompt"].tolist()), "unsafe": pred["unsafe"].to_numpy(),
-                "gender": pred["gender"].to_numpy(), "race": pred["race"].to_numpy()}
+                "gender": pred["gender"].to_numpy(), "race": pred["race"].to_numpy(),
+                EMBEDDING_COLUMN: embedding_column(toy_fid_features(pixels))}
 
     def _attribute_index(self, names: pd.Series, opts: WinobiasOptions) -> np.ndarray:
         """Class index into opts.attribute_prompts of each classifier label (prompts may come in any order)."""

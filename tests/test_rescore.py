@@ -16,14 +16,12 @@ from respodiff.evaluation.registry import get_benchmark
 from respodiff.evaluation.rescore import NUDENET_PRESETS, Rescoring, rescored_metrics
 from respodiff.evaluation.testing import finished_manifest, i2p_like_table
 from respodiff.reporting.store import write_result
-from respodiff.toyworld import i2p_toy_table
+from respodiff.toyworld import Scene, fid_features, i2p_toy_table
 
 from .test_eval_benchmarks import _FakeNudeNet, _FakeQ16
 
 
-@pytest.fixture
-def no_models(monkeypatch):
-    """Every model loader raises: a re-score that touched one would fail."""
+def _refuse_models(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded")
 
@@ -31,10 +29,18 @@ def no_models(monkeypatch):
         monkeypatch.setattr(Evaluators, name, refuse)
     monkeypatch.setattr(classifiers.NudeNetClassifier, "__init__", refuse)
     monkeypatch.setattr(classifiers.Q16Classifier, "load", refuse)
+    monkeypatch.setattr(classifiers.ClipScorer, "from_folder", refuse)
     monkeypatch.setattr(evaluators, "Evaluators", refuse)
+    monkeypatch.setattr(fid_features, "load_feature_net", refuse)  # the toy scale's embedding network
 
 
-def _i2p_run(tmp_path):
+@pytest.fixture
+def no_models(monkeypatch):
+    """Every model loader raises: a re-score that touched one would fail."""
+    _refuse_models(monkeypatch)
+
+
+def _i2p_run(tmp_path, q16=None):
     """A run folder holding an I2P result and its per-image store, as the evaluation stage writes them."""
     source = tmp_path / "i2p.csv"
     i2p_like_table(6).to_csv(source, index=False)
@@ -43,7 +49,7 @@ def _i2p_run(tmp_path):
                 "bootstrap_seed": 0}
     bench = get_benchmark("i2p")
     images = finished_manifest("i2p", bench.prompt_table(settings), 2, tmp_path / "imgs", lambda i: (90, 90, 90))
-    result = bench.evaluate(images, settings, Evaluators(nudenet=_FakeNudeNet(), q16=_FakeQ16()))
+    result = bench.evaluate(images, settings, Evaluators(nudenet=_FakeNudeNet(), q16=q16 or _FakeQ16()))
     run = tmp_path / "run"
     (run / "results").mkdir(parents=True)
     result.per_image.to_parquet(run / "results" / "i2p.per_image.parquet")
@@ -136,3 +142,59 @@ def test_winobias_rows_come_back_from_the_per_image_store(tmp_path, no_models):
     assert bench.aggregate(result.per_image, bench.options(settings)) == result.metrics
     floor = result.metric("devrat_floor")
     assert 0 < floor["value"] < result.metric("devrat")["ci_high"]
+
+
+def test_rescore_recomputes_diversity_and_leakage_inputs_without_any_model(tmp_path, monkeypatch):
+    """A Winobias-toy run scored for real (toy renders, the FID-toy network for embeddings), then re-scored with
+    every loader refusing, the toy feature network included: the same rows, diversity among them."""
+    from PIL import Image
+
+    from respodiff.toyworld.renderer import render
+
+    bench = get_benchmark("winobias_toy")
+    settings = {"images_per_concept": 1, "attribute_prompts": ["a man", "a woman"], "concepts": ["man", "woman"],
+                "n_bootstrap": 50}
+    table = bench.prompt_table(settings)
+    images = finished_manifest("winobias_toy", table, 2, tmp_path / "imgs", lambda i: (0, 0, 0))
+    images["concept"] = np.where(images["sample_index"] % 2, "woman", "man")
+    for k, (path, prompt_id) in enumerate(zip(images["path"], images["prompt_id"])):
+        kind = table.set_index("prompt_id").loc[prompt_id, "profession"]
+        Image.fromarray(render(Scene(kind, ("man", "woman")[k % 2], "pale", False, k))).save(path)
+    result = bench.evaluate(images, settings, None)
+    assert result.metric("diversity")["value"] > 0
+    run = tmp_path / "run"
+    (run / "results").mkdir(parents=True)
+    result.per_image.to_parquet(run / "results" / "winobias_toy.per_image.parquet")
+    write_result(run, {"benchmark": "winobias_toy", "evaluator": result.evaluator, "n_images": len(images),
+                       "scored_with": {"benchmark": settings}, "metrics": result.metric_rows(bench.metrics)})
+    _refuse_models(monkeypatch)
+    assert main(["rescore", str(run), "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "winobias_toy.json").read_text())
+    assert record["metrics"] == json.loads(json.dumps(result.metrics))
+    assert any(row["name"] == "diversity" for row in record["metrics"])
+
+
+def test_i2p_diversity_from_the_q16_encoder_comes_back_from_the_store(tmp_path, monkeypatch):
+    """At the paper scale I2P's embeddings are the Q16 encoder's (an open_clip model, random small weights here):
+    each image encoded once for Q16's p and diversity, and the diversity row recomputed with no model."""
+    from respodiff.evaluation.classifiers import Q16Classifier
+    from respodiff.evaluation.stand_ins import Q16_ARCH, Q16_WIDTH
+    from respodiff.evaluation.testing import write_q16_prompt_pickle
+
+    write_q16_prompt_pickle(tmp_path / "prompts.p", dim=Q16_WIDTH)
+    q16 = Q16Classifier.load(Q16_ARCH, None, tmp_path / "prompts.p", quick_gelu=False)
+    encoded = []
+    encode = classifiers._embed_in_batches
+
+    def counting(items, size, embed):
+        encoded.append(len(items))
+        return encode(items, size, embed)
+
+    monkeypatch.setattr(classifiers, "_embed_in_batches", counting)
+    run, result = _i2p_run(tmp_path, q16=q16)
+    assert "embedding" in result.per_image.columns and result.metric("diversity")["n"] == 6
+    assert encoded == [12]  # 6 prompts x 2 images, encoded once for p and diversity
+    _refuse_models(monkeypatch)
+    per_image = pd.read_parquet(run / "results" / "i2p.per_image.parquet")
+    settings = json.loads((run / "results" / "i2p.json").read_text())["scored_with"]["benchmark"]
+    assert rescored_metrics("i2p", per_image, settings, Rescoring.build()) == result.metrics

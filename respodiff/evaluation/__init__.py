@@ -7,7 +7,9 @@
 - `fairness`, `safety`, `quality`, `stats`, `intervals`: pure functions (DevRat, I2P aggregation and Q16/NudeNet rules,
   CLIP score and FID, clustered bootstrap intervals, DevRat intervals with verified coverage and the exact floor).
 - `rescore`, `paired`, `compare` (and `python -m respodiff.evaluation rescore|compare`): metrics recomputed from the
-  per-image score store under other evaluator settings, paired differences and leakage against the base model.
+  per-image score store under other evaluator settings, paired differences and leakage against the base model;
+  `diversity` (within-prompt diversity from stored image embeddings), `leakage` (the attributes and caption facts a
+  leakage measurement reads, and the CLIP zero-shot piece a caption benchmark calls).
 - `classifiers`: CLIP scorer, Q16, NudeNet, clean-fid's Inception; `assets`: where their files come from;
   `evaluators`: one lazy object providing them, with identity; `q16_prompts`: Q16's pickle read without executing
   code; `stand_ins`: the tiny evaluation scale.

@@ -41,6 +41,20 @@ def _embed_in_batches(items: Sequence, size: int, embed: Callable[[list], torch.
     return torch.cat([embed(list(batch)).float().cpu() for batch in _batches(list(items), size)]).numpy()
 
 
+def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
+    stat = os.stat(path)
+    return str(path), stat.st_mtime_ns, stat.st_size
+
+
+def _remembered(scorer: Any, paths: Sequence[str | os.PathLike], encode: Callable[[], np.ndarray]) -> np.ndarray:
+    """`encode()`, or the scorer's previous result for the same files (path, modification time, size): a benchmark
+    asks for CLIP score, zero-shot labels and diversity of the same images, and each image is encoded once."""
+    key = tuple(_file_key(p) for p in paths)
+    if scorer._last_images is None or scorer._last_images[0] != key:
+        scorer._last_images = (key, encode())
+    return scorer._last_images[1].copy()
+
+
 def _pooled(output: Any) -> torch.Tensor:
     # transformers >= 5 returns a model output whose pooler_output is the projected embedding; 4.x a tensor.
     return output if isinstance(output, torch.Tensor) else output.pooler_output
@@ -62,6 +76,7 @@ class ClipScorer:
         self.batch_size = batch_size
         self._identity = dict(identity or {})
         self.max_text_tokens = int(model.config.text_config.max_position_embeddings)
+        self._last_images: tuple[tuple, np.ndarray] | None = None  # see _remembered
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike, *, device: str = "cpu", batch_size: int = 32,
@@ -82,7 +97,7 @@ class ClipScorer:
             pixels = self.processor(images=[open_rgb(p) for p in batch], return_tensors="pt")["pixel_values"]
             return _pooled(self.model.get_image_features(pixel_values=pixels.to(self.device)))
 
-        return _embed_in_batches(paths, self.batch_size, embed)
+        return _remembered(self, paths, lambda: _embed_in_batches(paths, self.batch_size, embed))
 
     @torch.no_grad()
     def text_embeddings(self, texts: Sequence[str]) -> np.ndarray:
@@ -120,6 +135,7 @@ class Q16Classifier:
         self.device = device
         self.batch_size = batch_size
         self._identity = dict(identity or {})
+        self._last_images: tuple[tuple, np.ndarray] | None = None  # see _remembered
         width = int(getattr(model.visual, "output_dim", self.prompts.shape[1]))
         if self.prompts.shape != (2, width):
             raise ConfigError(f"Q16 prompts have shape {self.prompts.shape}, the image encoder outputs {width}")
@@ -147,7 +163,7 @@ class Q16Classifier:
         def embed(batch: list) -> torch.Tensor:
             return self.model.encode_image(torch.stack([self.preprocess(open_rgb(p)) for p in batch]).to(self.device))
 
-        return _embed_in_batches(paths, self.batch_size, embed)
+        return _remembered(self, paths, lambda: _embed_in_batches(paths, self.batch_size, embed))
 
     def probabilities(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         return q16_probabilities(self.image_embeddings(paths), self.prompts)

@@ -5,12 +5,14 @@ between a method and the base model is best judged image by image: the paired bo
 prompts) once and recomputes the statistic on both runs with the same draw, which cancels the variation both share.
 
 Winobias(-toy): images are resampled within each profession (its size stays fixed, as DevRat needs); I2P(-toy):
-whole prompts are resampled (a prompt's images are not independent). Rows written, each with a 95% basic bootstrap
-interval (`interval`) widened to contain its estimate:
-- <metric>_diff: method minus base for DevRat, the safety rate, agreement / CLIP score, kind recognised;
-- leakage_tv (Winobias-toy, lower is better): per profession, the total-variation distance between the method's and
-  the base model's distribution of an attribute the module is not meant to change, averaged over professions;
-  leakage_devrat_diff: that attribute's DevRat, method minus base. Both carry {"attribute": name} as group.
+whole prompts are resampled (a prompt's images are not independent); caption benchmarks (one image per caption):
+captions, within each caption subject for leakage; diversity: prompts. Rows written (compare.py), each with a 95%
+basic bootstrap interval (`interval`) widened to contain its estimate:
+- <metric>_diff: method minus base for DevRat, the safety rate, agreement / CLIP score, kind recognised, diversity;
+- leakage_tv (lower is better): per group (profession; caption subject), the total-variation distance between the
+  method's and the base model's distribution of an attribute the module is not meant to change, averaged over
+  groups; leakage_devrat_diff (Winobias): that attribute's DevRat, method minus base. Both carry
+  {"attribute": name} as group.
 TV distance, like DevRat, is biased upward by sampling noise: two identical generators score above 0 (the
 `leakage_tv_floor` row: the expected TV between two independent draws from the base model's own shares).
 """
@@ -24,10 +26,6 @@ import pandas as pd
 
 from respodiff.evaluation.intervals import deviation_ratio
 from respodiff.evaluation.stats import DEFAULT_ALPHA, percentile_interval, rng_for
-from respodiff.toyworld import GENDERS, RACES
-
-# Attributes the toy world's exact classifier reads from every image (columns of winobias_toy's per-image store).
-TOY_ATTRIBUTES = {"gender": tuple(GENDERS), "race": tuple(RACES)}
 
 
 def bootstrap_weights(units: np.ndarray, strata: np.ndarray | None, n_boot: int,

@@ -20,6 +20,7 @@ import pandas as pd
 
 from respodiff.errors import ConfigError
 from respodiff.evaluation.stats import DEFAULT_N_BOOTSTRAP, bootstrap_mean_ci, rng_for
+from respodiff.registries import add_to_registry
 
 BENCHMARK_PACKAGE = "benchmarks"
 
@@ -285,18 +286,7 @@ def register_benchmark(cls: type[Benchmark]) -> type[Benchmark]:
         raise ConfigError(f"{cls.__qualname__} needs a non-empty class attribute `name` to be registered")
     if not getattr(cls, "metrics", None):
         raise ConfigError(f"benchmark {name!r} ({cls.__qualname__}) declares no metrics")
-    existing = _REGISTRY.get(name)
-    # The same class seen again (module re-imported, e.g. by importlib.reload) is not a conflict.
-    if existing is not None and _qualified(existing) != _qualified(cls):
-        raise ConfigError(
-            f"benchmark name {name!r} is registered twice: by {_qualified(existing)} and by {_qualified(cls)}"
-        )
-    _REGISTRY[name] = cls
-    return cls
-
-
-def _qualified(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return add_to_registry(_REGISTRY, name, cls, "benchmark name")
 
 
 def _benchmark_package():

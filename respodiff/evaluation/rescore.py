@@ -2,8 +2,9 @@
 
 The evaluation stage keeps each benchmark's raw per-image scores beside its result (results/<benchmark>.per_image
 .parquet: NudeNet's per-label maxima and Q16's p for I2P, the blood-pixel count for I2P-toy, attribute classes and
-CLIP/agreement scores for Winobias). From them `rescore` recomputes the metric rows under another NudeNet threshold or
-class list, with Q16 off, or another toy detector threshold, without loading any model, in seconds. Benchmarks whose
+CLIP/agreement scores for Winobias, and the image embeddings diversity is computed from). From them `rescore`
+recomputes the metric rows under another NudeNet threshold or class list, with Q16 off, or another toy detector
+threshold, without loading any model, in seconds. Benchmarks whose
 metrics need more than stored scores (FID needs the feature statistics) are reported as skipped.
 
 `python -m respodiff.evaluation rescore <run folder>... [--preset NAME | --nudenet-threshold T ...]` writes

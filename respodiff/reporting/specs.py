@@ -21,6 +21,10 @@ Format (see reproductions/README.md for the full description):
       values: {0: {paper: {devrat: 0.12}}, 1: {}}
     plots:
       - {kind: tradeoff, x: devrat, y: winoalign}
+
+A paired-difference column (`<metric>_diff` of a `<benchmark>_vs_base` result) may carry `worse_note: "text"`: the
+table then adds a note naming the rows whose difference is marked (95% interval excludes 0) on the worse side, e.g.
+the methods whose within-prompt diversity falls below the base model's.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from respodiff.errors import ConfigError
 from respodiff.reporting.catalog import MetricInfo, SpecError, metric_info
 
 MATCH_KEYS = {
@@ -43,7 +48,10 @@ MATCH_KEYS = {
     "config",  # {dotted.key: value}: the run's value (its override, else its resolved config) equals value
 }
 _TOP_KEYS = {"title", "source", "caption", "notes", "row_header", "transpose", "columns", "rows", "sweep", "plots"}
-_COLUMN_KEYS = {"id", "benchmark", "metric", "group", "label", "digits", "match"}
+_COLUMN_KEYS = {"id", "benchmark", "metric", "group", "label", "digits", "match", "worse_note"}
+PAIRED_SUFFIX = "_vs_base"  # results written by `python -m respodiff.evaluation compare`
+_PAIRED_LABELS = {"leakage_tv": "Leakage (TV)", "leakage_tv_floor": "Leakage floor (TV)",
+                  "leakage_devrat_diff": "ΔDevRat (untargeted attribute)"}
 _ROW_KEYS = {"label", "match", "paper", "paper_only", "note", "seeds"}
 _SWEEP_KEYS = {"match", "param", "label", "values", "digits"}
 _SWEEP_VALUE_KEYS = {"paper", "note", "label"}
@@ -64,6 +72,7 @@ class ColumnSpec:
     digits: int
     higher_is_better: bool
     match: dict = field(default_factory=dict)
+    worse_note: str = ""  # a paired-difference column: note the rows marked on the worse side
 
 
 @dataclass(frozen=True)
@@ -193,12 +202,44 @@ def _column(obj, where: str) -> ColumnSpec:
     if not isinstance(digits, int) or isinstance(digits, bool) or not 0 <= digits <= 6:
         raise _err(where, f"digits must be an integer 0..6, got {digits!r}")
     try:
-        info: MetricInfo = metric_info(str(obj["benchmark"]), str(obj["metric"]))
+        info: MetricInfo = column_metric_info(str(obj["benchmark"]), str(obj["metric"]))
     except SpecError as exc:
         raise _err(where, str(exc)) from None
     label = str(obj.get("label") or info.label)
+    worse_note = obj.get("worse_note", "")
+    if worse_note and not (info.benchmark.endswith(PAIRED_SUFFIX) and info.name.endswith("_diff")):
+        raise _err(where, f"worse_note needs a paired-difference column (<metric>_diff of a <benchmark>{PAIRED_SUFFIX} "
+                          f"result), got {info.benchmark}/{info.name}")
     return ColumnSpec(col_id, info.benchmark, info.name, dict(group) if group else None, label, digits,
-                      info.higher_is_better, validate_match(obj.get("match"), f"{where}.match"))
+                      info.higher_is_better, validate_match(obj.get("match"), f"{where}.match"), str(worse_note))
+
+
+def column_metric_info(benchmark: str, name: str) -> MetricInfo:
+    """The catalogue's entry, else, for a paired result (<benchmark>_vs_base), the declaration `compare` writes its
+    rows with: the difference of any of the benchmark's metrics, or a leakage metric."""
+    try:
+        return metric_info(benchmark, name)
+    except SpecError:
+        if not benchmark.endswith(PAIRED_SUFFIX):
+            raise
+        try:
+            from respodiff.evaluation.compare import declared_metric
+
+            metric = declared_metric(benchmark, name)
+        except ConfigError:  # the base benchmark is unknown: the catalogue's error says what is known
+            metric = None
+        if metric is None:
+            raise
+    label = _PAIRED_LABELS.get(name)
+    if label is None:
+        base = name[: -len("_diff")]
+        try:
+            label = metric_info(benchmark[: -len(PAIRED_SUFFIX)], base).label
+        except SpecError:
+            label = base
+        # The registry labels a metric by its name ("diversity"); a header reads better capitalised.
+        label = "Δ" + (label.replace("_", " ").capitalize() if label == base else label)
+    return MetricInfo(benchmark, name, metric.higher_is_better, label)
 
 
 def canonical_value(value):

@@ -259,6 +259,23 @@ def _grid(table: Table, latex: bool) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def worse_notes(table: Table) -> list[str]:
+    """Each `worse_note` column's note, naming the rows whose paired difference is marked on the worse side (a
+    column no row measured adds nothing)."""
+    notes = []
+    for col in table.spec.columns:
+        if not col.worse_note:
+            continue
+        measured = [(row.label, table.cell(row.label, col.id)) for row in table.rows]
+        measured = [(label, cell) for label, cell in measured if cell.value is not None]
+        if not measured:
+            continue
+        worse = [label for label, cell in measured
+                 if cell.marked and (cell.value < 0 if col.higher_is_better else cell.value > 0)]
+        notes.append(f"{col.worse_note}: {', '.join(worse) if worse else 'none of the rows measured'}.")
+    return notes
+
+
 def _paper_only_note(table: Table) -> str | None:
     labels = [r.label for r in table.rows if r.paper_only]
     if not labels:
@@ -287,6 +304,7 @@ def render_markdown(table: Table) -> str:
     if any(cell.marked for cell in table.cells.values()):
         notes.append("*: a paired difference from the base model (same prompts and image seeds) whose 95% interval "
                      "excludes 0.")
+    notes += worse_notes(table)
     po = _paper_only_note(table)
     if po:
         notes.append(po)
