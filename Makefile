@@ -6,9 +6,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.respodiff-installed
 # pytest options, e.g. make test PYTEST_ARGS="-k hook -x"
 PYTEST_ARGS ?=
+# Run folders, image stores and local reports; run.py reads the same variable (conf/paths/default.yaml).
+OUTPUTS := $${RESPODIFF_OUTPUTS:-outputs}
 
 .DEFAULT_GOAL := help
-.PHONY: help venv demo test test-long lint toy-model paper-tables results bench bench-gpu smoke-paper clean
+.PHONY: help venv demo report test test-long lint toy-model paper-tables results bench bench-gpu smoke-paper clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -21,11 +23,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $@
 
-demo: venv ## The main job on the toy world: train, generate, evaluate, report (CPU, ~8 minutes)
+demo: venv ## The main job on the toy world: train, generate, evaluate, report (CPU, ~8 minutes; writes only under outputs/)
 	@start=$$(date +%s); \
 	$(PY) run.py -m experiment=gender_toy method=none,respodiff,ram_only && \
-	$(PY) -m respodiff.reporting demo --experiment gender_toy --outputs $${RESPODIFF_OUTPUTS:-outputs} && \
-	echo "demo wall time: $$(( $$(date +%s) - start )) s"
+	$(PY) -m respodiff.reporting demo --experiment gender_toy --outputs $(OUTPUTS) --started $$start
+
+report: venv ## Static report site: results/site/ (committed results, images found under outputs/) and outputs/report/site/
+	$(PY) -m respodiff.reporting site --results results/runs --outputs $(OUTPUTS) --out results/site
+	@out=$(OUTPUTS); if [ -n "$$(find "$$out" -path '*/results/*.json' -print -quit 2>/dev/null)" ]; then \
+	  $(PY) -m respodiff.reporting collect --outputs "$$out" --dest "$$out/report/runs" && \
+	  $(PY) -m respodiff.reporting site --results "$$out/report/runs" --outputs "$$out" --out "$$out/report/site"; \
+	else echo "no local results under $$out: no local report"; fi
 
 test: venv ## Run the test suite (CPU, no network)
 	HF_HUB_OFFLINE=1 WANDB_MODE=offline $(PY) -m pytest -q -m "not faults and not smoke" $(PYTEST_ARGS)
@@ -40,10 +48,11 @@ toy-model: venv ## Train the toy world's diffusion model from scratch into model
 	$(PY) -m respodiff.toyworld.train_toy_model --out models/toy
 
 results: venv ## Collect every run's results JSON from outputs/ into results/runs/
-	$(PY) -m respodiff.reporting collect --outputs outputs --dest results/runs
+	$(PY) -m respodiff.reporting collect --outputs $(OUTPUTS) --dest results/runs
 
-paper-tables: venv ## Render every reproduction spec to results/tables/*.md and *.tex (+ plots)
+paper-tables: venv ## Render every reproduction spec to results/tables/*.md and *.tex (+ plots), then `make report`
 	$(PY) -m respodiff.reporting tables --results results/runs --specs reproductions --out results/tables
+	@$(MAKE) --no-print-directory report
 
 bench: venv ## Speed benchmarks on the tiny model (CPU); results in results/speed/
 	$(PY) -m benchmarks.speed --model tiny

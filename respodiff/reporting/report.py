@@ -70,3 +70,41 @@ def report_run(run_dir: str | os.PathLike, cfg: dict | None = None, *, group: st
         if own:
             logger.finish()
     return df
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The demo's report (`make demo`): everything under the outputs folder, the committed results only read.
+
+CPU_NOTE = ("Numbers vary slightly across CPUs: floating-point sums run in a different order on other processors "
+            "and thread counts, so a rerun elsewhere can move a cell in its second or third digit (a DevRat of 0.219 "
+            "on one machine read 0.231 on another, results/LOG.md). The committed numbers are the reference; a "
+            "difference far outside the intervals is worth a look.")
+
+
+def demo_paths(outputs_root: str | os.PathLike) -> dict[str, Path]:
+    """Where a local report goes: `<outputs>/report/{runs,tables,plots,site}` (never a tracked folder)."""
+    base = Path(outputs_root) / "report"
+    return {"runs": base / "runs", "tables": base / "tables", "plots": base / "plots", "site": base / "site"}
+
+
+def _number(cell, digits: int) -> str:
+    return "–" if cell is None or cell.value is None else f"{cell.value:.{digits}f}"
+
+
+def comparison_markdown(ours, reference) -> str:
+    """Our filled rows beside the reference's values, cell by cell: "ours / reference" (same spec, two tables)."""
+    spec = ours.spec
+    # A row over training seeds that the demo filled with fewer seeds is not the committed row's mean: left out.
+    rows = [r for r in ours.rows if any(ours.cell(r.label, c.id).value is not None for c in spec.columns)
+            and not (r.seeds and any(len(ours.cell(r.label, c.id).per_seed or {}) < len(r.seeds)
+                                     for c in spec.columns if ours.cell(r.label, c.id).value is not None))]
+    cols = [c for c in spec.columns if any(ours.cell(r.label, c.id).value is not None for r in rows)]
+    ref_cells = reference.cells if reference is not None else {}
+    arrows = {True: "↑", False: "↓"}
+    lines = ["| " + " | ".join([spec.row_header, *(f"{c.label} {arrows[c.higher_is_better]}" for c in cols)]) + " |",
+             "|" + "|".join(["---"] + [":---:"] * len(cols)) + "|"]
+    for row in rows:
+        cells = [f"{_number(ours.cell(row.label, c.id), c.digits)} / "
+                 f"{_number(ref_cells.get((row.label, c.id)), c.digits)}" for c in cols]
+        lines.append("| " + " | ".join([row.label, *cells]) + " |")
+    return "\n".join(lines)

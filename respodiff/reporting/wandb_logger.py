@@ -42,6 +42,9 @@ class NullLogger:
     def log_image(self, name: str, path: str | os.PathLike, caption: str | None = None) -> None:
         pass
 
+    def log_image_table(self, name: str, rows: list[dict], image_column: str = "image") -> None:
+        pass
+
     def finish(self) -> None:
         pass
 
@@ -96,6 +99,17 @@ class WandbLogger:
         import wandb
 
         self._guard("log_image", lambda: self._run.log({name: wandb.Image(str(path), caption=caption)}))
+
+    def log_image_table(self, name: str, rows: list[dict], image_column: str = "image") -> None:
+        """A wandb.Table with one row per dict; `image_column` holds image paths, shown as wandb.Image."""
+        import wandb
+
+        def log_table():
+            columns = list(rows[0]) if rows else [image_column]
+            data = [[wandb.Image(str(row[c])) if c == image_column else row[c] for c in columns] for row in rows]
+            self._run.log({name: wandb.Table(columns=columns, data=data)})
+
+        self._guard("log_image_table", log_table)
 
     def finish(self, exit_code: int | None = None) -> None:
         if self._finished:
