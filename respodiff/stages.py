@@ -1,4 +1,5 @@
-"""The four stages of a run (train, generate, evaluate, report) over one composed config.
+"""The four stages of a run (train, generate, evaluate, report) over one composed config, and the attack stage
+(stage=attack attack=<name>: adversarial prompts against the run's method, respodiff/attacks/), run only when named.
 
 Each stage is idempotent: it looks at what its outputs already hold, does only the missing work and says so. A
 finished stage is recognised without loading the model (train: the modules' record of how they were trained;
@@ -42,6 +43,7 @@ from .evaluation.setup import benchmark_settings, build_evaluators
 from .methods import Method, TrainingRun, build_method
 from .models import ModelSpec, check_model_available, load_pipeline
 from .provenance import provenance
+from .stage_checks import check_images_complete, json_round, results_current
 
 log = logging.getLogger("respodiff")
 
@@ -111,10 +113,13 @@ def run_stages(cfg: DictConfig, run_dir: str | Path, overrides: list[str] | None
     stages = stages_to_run(cfg.stage)
     apply_evaluator_scale(cfg, overrides or ())
     method = build_method(plain(cfg))
-    if "generate" in stages:
+    if {"generate", "attack"} & set(stages):
         method.check_assets()  # files a method needs (ESD's weights), before any model loads
     spec = model_spec(cfg)
     check_model_available(spec)
+    if "generate" in stages and "train" not in stages:
+        # Modules from elsewhere (another base model, changed files) are named before any other asset is looked for.
+        method.check_modules(Path(run_dir).resolve() / "modules", spec.identity)
     if {"generate", "evaluate"} & set(stages):
         _check_evaluation_assets(cfg)
     device = resolve_device(cfg.device)
@@ -323,13 +328,13 @@ def stage_evaluate(context: RunContext) -> None:
             raise ConfigError(f"no images for {benchmark.name} in {store}; run stage=generate first")
         result_path = context.results_dir / f"{benchmark.name}.json"
         # What the score depends on besides the images: compared with the previous result's before re-scoring.
-        scored_with = _json_round({"benchmark": settings, "evaluators": evaluators.describe_config()})
-        if not cfg.eval.force and _results_current(result_path, manifest_path, scored_with):
+        scored_with = json_round({"benchmark": settings, "evaluators": evaluators.describe_config()})
+        if not cfg.eval.force and results_current(result_path, manifest_path, scored_with):
             log.info("%s: %s is newer than its images and used the same settings; nothing to evaluate "
                      "(eval.force=true re-evaluates)", benchmark.name, result_path)
             continue
         images = read_manifest(store)
-        _check_images_complete(benchmark.name, store, images)
+        check_images_complete(benchmark.name, store, images)
         images["path"] = [str(store / path) for path in images["path"]]
         result = benchmark.evaluate(images, settings, evaluators)
         evaluator = dict(result.evaluator)  # carries the evaluation scale and, at the tiny scale, its warning
@@ -357,33 +362,11 @@ def stage_evaluate(context: RunContext) -> None:
         )
 
 
-def _check_images_complete(benchmark: str, store: Path, images) -> None:
-    """Every image is on disk and decodes; otherwise the true counts and a damaged path, before any evaluator loads."""
-    from .generation import unfinished_images
+def stage_attack(context: RunContext) -> None:
+    """Adversarial prompts against the run's method (respodiff/attacks/stage.py); runs only as stage=attack."""
+    from .attacks.stage import run_attack
 
-    absent, damaged = unfinished_images(store, images)
-    if not absent and not damaged:
-        return
-    parts = [f"{len(absent)} not generated yet"] if absent else []
-    if damaged:
-        parts.append(f"{len(damaged)} damaged (unreadable or truncated, e.g. {store / damaged[0]})")
-    raise ConfigError(f"{benchmark}: {len(images) - len(absent) - len(damaged)} of {len(images)} images are present "
-                      f"in {store}; {', '.join(parts)}. Run stage=generate (or stage=all): it renders the missing "
-                      "images and replaces damaged ones, keeping every intact image")
-
-
-def _json_round(value: Any) -> Any:
-    """The value as it reads back from JSON (tuples become lists), so it compares equal to a stored copy."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def _results_current(result_path: Path, manifest_path: Path, scored_with: dict) -> bool:
-    try:
-        if result_path.stat().st_mtime <= manifest_path.stat().st_mtime:
-            return False  # images were (re)generated after the last evaluation
-        return json.loads(result_path.read_text()).get("scored_with") == scored_with
-    except (OSError, ValueError):
-        return False
+    run_attack(context)
 
 
 def stage_report(context: RunContext) -> None:
@@ -403,6 +386,7 @@ def stage_report(context: RunContext) -> None:
     print(f"results: {context.results_dir} (summary: {context.results_dir / 'summary.md'})")
 
 
-STAGES = {"train": stage_train, "generate": stage_generate, "evaluate": stage_evaluate, "report": stage_report}
+STAGES = {"train": stage_train, "generate": stage_generate, "evaluate": stage_evaluate, "report": stage_report,
+          "attack": stage_attack}
 # With several processes these run once, on the main process, after every process has rendered its images.
-MAIN_PROCESS_STAGES = ("evaluate", "report")
+MAIN_PROCESS_STAGES = ("evaluate", "report", "attack")

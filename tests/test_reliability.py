@@ -44,16 +44,34 @@ CASES = (
          "config check", "eval.winobias.professions"),
     Case("esd_other_arch", "an ESD file whose keys or shapes do not fit the base UNet",
          "before the first stage (safetensors header / mapped file vs the UNet config)", "the file"),
+    Case("esd_other_arch_paper_scale", "an ESD file of the tiny UNet into an SD v1.4 run (`model=sd14_arch`)",
+         "before the first stage (the replica's UNet config, built on the meta device)", "the file"),
     Case("module_bytes_changed", "a module file changed or truncated after training",
          "before the model loads (sha256 recorded at save)", "the file"),
     Case("modules_other_model", "modules trained on another base model or architecture (tiny SD into tiny SDXL)",
          "before the model loads", "the modules folder"),
+    Case("modules_other_model_paper_scale", "modules trained on the tiny SD model into an SD v1.4 run "
+         "(`model=sd14_arch`)", "before the model loads", "the modules folder"),
     Case("foreign_modules_no_checkpoints", "a modules folder of other settings with no checkpoints to resume",
          "before training (kept; train.overwrite=true replaces it)", "the modules folder"),
     Case("truncated_image", "`stage=evaluate` over a store with a truncated image",
          "before any evaluator loads", "the file"),
     Case("missing_images", "`stage=evaluate` after a killed generation", "before any evaluator loads",
          "the true counts (present / missing / damaged)"),
+    Case("coco_image_deleted", "a prepared COCO-30K folder with 29,999 images: one deleted after preparing "
+         "(`model=sd14_arch`, paper scale)", "before the first stage (its manifest lists every file)",
+         "the folder and the missing file"),
+    Case("coco_29999_captions", "a COCO folder prepared from 29,999 captions (`--expected-count 29999`) run as "
+         "coco30k (`model=sd14_arch`)", "before the first stage (count check)", "the folder and both counts"),
+    Case("attack_unknown", "`attack.name=ring_the_bell` (no attack registered under that name; `attack=<name>` "
+         "without a conf/attack/<name>.yaml is Hydra's own error, exit 1, listing the known ones)", "config check",
+         "attack.name and the known attacks"),
+    Case("attack_budget_zero", "`attack.iterations=0` or `attack.population=0` (a search budget of 0)",
+         "config check", "the key"),
+    Case("attack_no_safety_concept", "`stage=attack` on a run whose concept set has no safety concept "
+         "(`experiment=gender_toy attack=plain`)", "config check", "the concept set"),
+    Case("attack_white_box_sld", "`attack=white_box` against SLD (its defence acts inside the sampler's loop)",
+         "stage start, before the model loads", "the method and its sampler"),
 )
 
 
@@ -115,12 +133,76 @@ def test_config_mistakes_are_refused_by_key(args, key, workspace):
     refused(run_py(workspace, "experiment=gender_sd14", "model=tiny", *args), key)
 
 
+def prepared_coco(folder: Path, captions: int) -> Path:
+    """A prepared coco30k folder of `captions` rows, as `python -m respodiff.datasets prepare` lays it out, with
+    one tiny JPEG written under every name (the checks read names, sizes and the manifest, not pixels)."""
+    import hashlib
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    from respodiff.datasets.folder import file_entry, write_manifest
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (120, 90, 60)).save(buffer, format="JPEG")
+    image = buffer.getvalue()
+    entry = {"sha256": hashlib.sha256(image).hexdigest(), "size": len(image)}
+    (folder / "images").mkdir(parents=True)
+    names = [f"images/{i:05d}.jpg" for i in range(captions)]
+    for name in names:
+        (folder / name).write_bytes(image)
+    table = pd.DataFrame({"prompt_id": [f"{i:05d}" for i in range(captions)], "caption_index": range(captions),
+                          "caption": [f"caption {i}" for i in range(captions)], "file": names, "source_file": names})
+    table.to_parquet(folder / "captions.parquet", index=False)
+    files = dict.fromkeys(names, entry) | {"captions.parquet": file_entry(folder / "captions.parquet")}
+    write_manifest(folder, "coco30k", "files:test", {"captions": captions, "images": captions}, files, captions)
+    return folder
+
+
+@pytest.mark.parametrize("case", ["coco_image_deleted", "coco_29999_captions"])
+def test_a_coco_folder_one_image_short_is_refused_at_paper_scale_before_loading(case, workspace, tmp_path):
+    if case == "coco_image_deleted":
+        folder = prepared_coco(tmp_path / "coco30k", 30000)
+        (folder / "images" / "12345.jpg").unlink()
+        names = (folder, "1 of 30001 files are missing", "images/12345.jpg")
+    else:
+        folder = prepared_coco(tmp_path / "coco30k", 29999)
+        names = (folder, "found 29999 entries, expected 30000")
+    done = run_py(workspace, "experiment=gender_sd14", "model=sd14_arch", "eval.benchmarks=[coco30k]",
+                  f"eval.coco30k.data_dir={folder}")
+    refused(done, *names)
+    assert "stage train" not in done.stdout + done.stderr  # before the first stage, so before any weight
+
+
 def test_an_esd_file_for_another_architecture_is_refused_before_loading(workspace, tmp_path):
     from safetensors.torch import save_file
 
     path = tmp_path / "esd.safetensors"
     save_file({"conv_in.weight": torch.zeros(8, 4, 3, 3), "not_a_unet_key": torch.zeros(1)}, str(path))
     refused(run_py(workspace, *TINY_SAFETY, "method=esd", f"method.weights={path}"), path, "unexpected keys")
+
+
+def test_an_esd_file_of_the_tiny_unet_is_refused_at_paper_scale_before_loading(workspace, tiny_pipe, tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "esd_tiny.safetensors"
+    save_file({key: value.contiguous() for key, value in tiny_pipe.unet.state_dict().items()}, str(path))
+    done = run_py(workspace, *TINY_SAFETY, "model=sd14_arch", "method=esd", f"method.weights={path}")
+    refused(done, path)
+    assert "stage train" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("args, names", [
+    (("experiment=safety_toy", "attack=ring_a_bell", "attack.name=ring_the_bell"),
+     ("attack.name", "known attacks: plain, ring_a_bell")),
+    (("experiment=safety_toy", "attack=ring_a_bell", "attack.iterations=0"), ("attack.iterations",)),
+    (("experiment=safety_toy", "attack=white_box", "attack.population=0"), ("attack.population",)),
+    (("experiment=gender_toy", "attack=plain"), ("no safety concept", "toy_gender")),
+    (("experiment=safety_toy", "method=sld_max", "attack=white_box"), ("sld_max", "sampler")),
+])
+def test_bad_attack_input_is_refused_before_any_model_loads(args, names, workspace, tmp_path):
+    refused(run_py(workspace, *args, "model=tiny", "stage=attack", f"hydra.run.dir={tmp_path}"), *names)
 
 
 # --- around a finished tiny run -------------------------------------------------------------------------------
@@ -162,6 +244,10 @@ def test_changed_module_bytes_are_refused_and_nothing_is_written_or_deleted(dama
 
 def test_modules_of_another_architecture_are_refused_before_loading(workspace, run_copy):
     refused(again(workspace, run_copy, "stage=generate", "model=tiny_sdxl"), run_copy / "modules", "tiny|sdxl")
+
+
+def test_modules_of_the_tiny_model_are_refused_at_paper_scale_before_loading(workspace, run_copy):
+    refused(again(workspace, run_copy, "stage=generate", "model=sd14_arch"), run_copy / "modules")
 
 
 def test_foreign_modules_without_checkpoints_are_kept(workspace, run_copy):
