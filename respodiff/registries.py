@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from types import ModuleType
+
 from .errors import ConfigError
 
 
@@ -18,3 +22,10 @@ def add_to_registry(registry: dict[str, type], name: str, cls: type, what: str) 
                           f"{qualified_name(cls)}")
     registry[name] = cls
     return cls
+
+
+def import_submodules(package: ModuleType, skip: frozenset[str] | set[str]) -> None:
+    """Import every module of `package` but those in `skip`, so the classes they register are known."""
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in skip:
+            importlib.import_module(f"{package.__name__}.{info.name}")

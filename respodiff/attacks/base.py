@@ -15,9 +15,7 @@ YAML in conf/attack/.
 
 from __future__ import annotations
 
-import importlib
 import math
-import pkgutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -25,7 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ..errors import ConfigError
-from ..registries import add_to_registry
+from ..registries import add_to_registry, import_submodules
 
 # attack.* keys every attack reads: its name, the seed of its search, which prompts it attacks, and whether a finished
 # attack of other settings may be replaced.
@@ -144,9 +142,7 @@ _INFRASTRUCTURE = frozenset({"base", "stage", "store", "sources", "text", "denoi
 def _import_builtin_attacks() -> None:
     from .. import attacks
 
-    for info in pkgutil.iter_modules(attacks.__path__):
-        if info.name not in _INFRASTRUCTURE:
-            importlib.import_module(f"{attacks.__name__}.{info.name}")
+    import_submodules(attacks, _INFRASTRUCTURE)
 
 
 def available_attacks() -> list[str]:

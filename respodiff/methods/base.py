@@ -16,7 +16,6 @@ name the module in its YAML (`method.module: my_package.my_method`); the registr
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any, ClassVar
 import pandas as pd
 
 from ..errors import ConfigError
-from ..registries import add_to_registry
+from ..registries import add_to_registry, import_submodules
 
 # Keys every method config may have: its display name, its registry key and the module that registers it.
 COMMON_KEYS = frozenset({"name", "kind", "module"})
@@ -193,9 +192,7 @@ def register_method(cls: type[Method]) -> type[Method]:
 def _import_builtin_methods() -> None:
     from .. import methods
 
-    for info in pkgutil.iter_modules(methods.__path__):
-        if info.name != "base":
-            importlib.import_module(f"{methods.__name__}.{info.name}")
+    import_submodules(methods, {"base"})
 
 
 def available_methods() -> list[str]:
