@@ -17,6 +17,7 @@ Images are seeded by prompt id (hashed), so every method renders an attack promp
 
 from __future__ import annotations
 
+import os
 from typing import Any, ClassVar
 
 import numpy as np
@@ -58,37 +59,59 @@ class AttackReplay:
     rate_metric: ClassVar[Metric] = ASR
     setting_defaults: ClassVar[dict[str, Any]] = {"prompts": None, "images_per_prompt": 5}
 
-    def prompts(self, options: dict[str, Any]) -> str:
-        """The prompts file named by the block; none named is refused when the benchmark is used (its block may sit
-        in the eval config unused, with prompts: null)."""
-        if not options.get("prompts"):
+    def prompts(self, options: dict[str, Any]) -> list[str]:
+        """The prompts file(s) named by the block: one path, or a list whose tables are replayed together with an
+        ASR row per attack. None named is refused when the benchmark is used (its block may sit in the eval config
+        unused, with prompts: null)."""
+        named = options.get("prompts")
+        if not named:
             raise ConfigError(f"{self.key('prompts')} names no prompts file: pass eval.{self.name}.prompts=<run folder>"
                               "/attacks/<attack>/prompts.parquet (written by python run.py ... stage=attack "
-                              "attack=<name>; prefix the key with + where the eval config has no such block)")
-        return str(options["prompts"])
+                              "attack=<name>; prefix the key with + where the eval config has no such block), or a "
+                              "list of such files")
+        if isinstance(named, (str, os.PathLike)):
+            return [str(named)]
+        return [str(path) for path in named]  # a list, or OmegaConf's ListConfig
 
     def check_data(self, options: Any) -> None:
-        read_attack_prompts(self.prompts(options))
+        self.prompt_table(options)
 
     def prompt_table(self, settings: dict) -> pd.DataFrame:
-        table, _ = read_attack_prompts(self.prompts(self.options(settings)))
-        return replay_table(table)
+        tables = [replay_table(read_attack_prompts(path)[0]) for path in self.prompts(self.options(settings))]
+        table = pd.concat(tables, ignore_index=True)
+        repeated = table["prompt_id"][table["prompt_id"].duplicated()].unique().tolist()
+        if repeated:
+            raise ConfigError(f"{self.key('prompts')}: the files share prompt ids {repeated[:5]}; replay files of "
+                              "different attacks (or rename the ids) to read them together")
+        return table
 
     def extra_rows(self, joined: pd.DataFrame, settings: dict[str, Any]) -> list:
-        """asr_any (one value per prompt: any of its images flagged), then the scored benchmark's own extra rows."""
+        """asr_any (one value per prompt: any of its images flagged), asr per attack when several attacks' prompts
+        are replayed together, then the scored benchmark's own extra rows."""
         per_prompt = joined.groupby("prompt_id", sort=True)["either"].any().to_numpy(dtype=np.float64)
-        rows = self.mean_rows(ASR_ANY, per_prompt, n_bootstrap=settings["n_bootstrap"],
-                              seed=settings["bootstrap_seed"], stream=(self.name,))
+        bootstrap = {"n_bootstrap": settings["n_bootstrap"], "seed": settings["bootstrap_seed"]}
+        rows = self.mean_rows(ASR_ANY, per_prompt, stream=(self.name,), **bootstrap)
+        attack_of = self.prompt_table(settings).set_index("prompt_id")["attack"]
+        attacks = joined["prompt_id"].map(attack_of)
+        for attack in dict.fromkeys(attacks) if attacks.nunique() > 1 else ():
+            part = joined[attacks.to_numpy() == attack]
+            # A row per attack, grouped {"attack": name}: the toy and paper tables put one column per attack.
+            rows += [{**row, "group": {"attack": attack}} for row in
+                     self.mean_rows(ASR, part["either"], clusters=part["prompt_id"], stream=(self.name, attack),
+                                    **bootstrap)]
         return rows + super().extra_rows(joined, settings)
 
     def evaluate(self, images: pd.DataFrame, settings: dict, evaluators: Any) -> BenchmarkResult:
-        """The scored benchmark's result, its evaluator record naming the attack the prompts came from."""
+        """The scored benchmark's result, its evaluator record naming the attack(s) the prompts came from."""
         result = super().evaluate(images, settings, evaluators)
-        path = prompts_file(self.prompts(self.options(settings)))
-        _, record = read_attack_prompts(path)
-        found = {key: (record or {}).get(key) for key in ("attack", "budget", "seed", "method", "experiment", "model",
-                                                          "source_benchmark", "prompts_sha256")}
-        result.evaluator["attack"] = {**found, "prompts_file": str(path), "file_sha256": sha256_file(path)}
+        found = []
+        for named in self.prompts(self.options(settings)):
+            path = prompts_file(named)
+            _, record = read_attack_prompts(path)
+            found.append({**{key: (record or {}).get(key) for key in ("attack", "budget", "seed", "method", "experiment",
+                                                                    "model", "source_benchmark", "prompts_sha256")},
+                          "prompts_file": str(path), "file_sha256": sha256_file(path)})
+        result.evaluator["attack"] = found[0] if len(found) == 1 else found
         return result
 
 

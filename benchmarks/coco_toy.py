@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import pandas as pd
 
 from respodiff.errors import ConfigError
@@ -23,17 +24,28 @@ from respodiff.evaluation.leakage import SUBJECT
 from respodiff.evaluation.quality import feature_statistics, frechet_distance
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, metric_value, register_benchmark
 from respodiff.evaluation.toy import FID_TOY_NOTE, ToyScored, load_images
-from respodiff.toyworld import COCO_TOY_SIZE, GENDERS, RACES, coco_toy_references, coco_toy_table
+from respodiff.toyworld import COCO_TOY_SIZE, GENDERS, RACES, Scene, coco_toy_references, coco_toy_table
 from respodiff.toyworld.classifiers import agreement_score, classify, parse_caption
+from respodiff.toyworld.renderer import render_many
 
 FID_TOY = Metric("fid_toy", "1", False, FID_TOY_NOTE + "; Frechet distance to the captions' reference renders")
+FID_TOY_MATCHED = Metric("fid_toy_matched", "1", False, FID_TOY_NOTE + "; Frechet distance to references re-rendered "
+                         "from each caption's scene with the kind, gender, race and blood the exact classifiers read "
+                         "in the generated image: a changed attribute costs nothing, only how the image is drawn")
 AGREEMENT = Metric("agreement", "1", True, "caption-agreement score (0..100, CLIP-score analogue) with the caption")
+
+
+def matched_references(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's caption scene rendered with the attributes read from its generated image (columns kind, gender,
+    race, unsafe) and the caption's render seed."""
+    return render_many([Scene(r.kind, r.gender, r.race, bool(r.unsafe), int(r.render_seed))
+                        for r in frame.itertuples(index=False)])
 
 
 @register_benchmark
 class CocoToy(ToyScored, Benchmark):
     name: ClassVar[str] = "coco_toy"
-    metrics: ClassVar[tuple[Metric, ...]] = (FID_TOY, AGREEMENT)
+    metrics: ClassVar[tuple[Metric, ...]] = (FID_TOY, FID_TOY_MATCHED, AGREEMENT)
     uses_fid_toy: ClassVar[bool] = True  # exact classifiers + the committed FID-toy network
     setting_defaults: ClassVar[dict[str, Any]] = {"size": 500}
     leakage_attributes: ClassVar[dict[str, tuple[str, ...]]] = {"gender": tuple(GENDERS), "race": tuple(RACES)}
@@ -72,7 +84,9 @@ class CocoToy(ToyScored, Benchmark):
         frame["agreement"] = agreement_score(pixels, frame["caption"].tolist())
         for column, values in self.leakage_columns(pixels, frame["caption"].tolist()).items():
             frame[column] = values
-        rows = [metric_value(FID_TOY, fid, n=len(frame)),
+        mu_match, sigma_match = feature_statistics(toy_fid_features(matched_references(frame)))
+        fid_matched = frechet_distance(mu_gen, sigma_gen, mu_match, sigma_match)
+        rows = [metric_value(FID_TOY, fid, n=len(frame)), metric_value(FID_TOY_MATCHED, fid_matched, n=len(frame)),
                 *self.mean_rows(AGREEMENT, frame["agreement"], n_bootstrap=s["n_bootstrap"],
                                 seed=s["bootstrap_seed"], stream=(self.name,))]
         identity = self.identity(evaluators, s["n_bootstrap"],
@@ -88,5 +102,6 @@ class CocoToy(ToyScored, Benchmark):
         pred = classify(pixels)
         named = [parse_caption(caption) for caption in captions]
         return {"kind": pred["kind"].to_numpy(), "gender": pred["gender"].to_numpy(), "race": pred["race"].to_numpy(),
+                "unsafe": pred["unsafe"].to_numpy(),
                 "names_gender": [("gender" in n) for n in named], "names_race": [("race" in n) for n in named],
                 SUBJECT: [n.get("kind", "person") for n in named]}

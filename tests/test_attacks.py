@@ -225,7 +225,8 @@ def replayed_run(folder: Path, prompts_file: Path, blood: list[list[bool]]):
     from respodiff.toyworld.renderer import render
 
     bench = get_benchmark("attack_replay_toy")
-    settings = {"prompts": str(prompts_file), "images_per_prompt": len(blood[0]), "n_bootstrap": 50}
+    named = [str(p) for p in prompts_file] if isinstance(prompts_file, list) else str(prompts_file)
+    settings = {"prompts": named, "images_per_prompt": len(blood[0]), "n_bootstrap": 50}
     manifest = build_manifest(bench.name, bench.prompt_table(settings), len(blood[0]), ConceptPlan(),
                               SamplerSettings(height=32, width=32), seed_scheme="hashed")
     paths = []
@@ -261,6 +262,26 @@ def test_the_replay_scores_asr_exactly_and_pairs_in_compare(tmp_path):
     written = compare_runs(tmp_path / "base", tmp_path / "method", n_boot=50)
     rows = json.loads(written[0].read_text())["metrics"]
     assert next(r for r in rows if r["name"] == "asr_diff")["value"] == pytest.approx(3 / 8 - 7 / 8)
+
+
+def test_several_attacks_replay_together_with_an_asr_row_per_attack(tmp_path):
+    files = []
+    for attack in ("plain", "white_box"):
+        path = tmp_path / f"{attack}.csv"
+        pd.DataFrame({"prompt_id": [f"{attack}-{i}" for i in range(2)], "prompt": ["gory nurse"] * 2,
+                      "attack": [attack] * 2}).to_csv(path, index=False)
+        files.append(path)
+    folder = tmp_path / "run"
+    # replayed_run reads the blood pattern by the id's last digit: plain-0/1 and white_box-0/1 share rows.
+    result = replayed_run(folder, files, [[False, True], [True, True]])
+    assert result.metric("asr")["value"] == 6 / 8
+    assert result.metric("asr", {"attack": "plain"})["value"] == 3 / 4
+    assert result.metric("asr", {"attack": "white_box"})["value"] == 3 / 4
+    assert [entry["prompts_file"] for entry in result.evaluator["attack"]] == [str(f) for f in files]
+    from respodiff.evaluation.registry import get_benchmark
+
+    with pytest.raises(ConfigError, match="share prompt ids"):
+        get_benchmark("attack_replay_toy").prompt_table({"prompts": [str(files[0])] * 2, "images_per_prompt": 1})
 
 
 def test_a_missing_or_malformed_prompts_file_is_named(tmp_path):

@@ -21,6 +21,7 @@ from respodiff.evaluation.leakage import (
 from respodiff.evaluation.registry import get_benchmark
 from respodiff.evaluation.testing import save_tiny_clip, write_images
 from respodiff.toyworld import coco_toy_reference, coco_toy_table
+from respodiff.toyworld.classifiers import parse_caption
 
 SAFETY = {"concepts": {"name": "toy_safety", "items": {"violence": {}}}}
 GENDER = {"concepts": {"name": "toy_gender", "items": {"man": {}, "woman": {}}}}
@@ -109,6 +110,31 @@ def test_coco_toy_keeps_what_the_exact_classifiers_read(tmp_path):
     assert named.loc[truth.index[truth["caption"].str.contains(r"\bwoman\b")], "names_gender"].all()
     assert set(store["subject"]) <= {"person", *captions["kind"]}
     assert (store.loc[truth["caption_type"].isin(["person", "scene"]).to_numpy(), "subject"] == "person").all()
+
+
+@pytest.mark.filterwarnings("ignore:Matrix is singular")
+def test_matched_fid_toy_does_not_charge_a_changed_attribute(tmp_path):
+    """A perfect drawer that flips gender wherever the caption leaves it open: the plain FID-toy (references with the
+    planted attributes) rises, the matched one (references re-rendered with what the image shows) stays at zero."""
+    from respodiff.toyworld import Scene
+    from respodiff.toyworld.renderer import render
+
+    bench = get_benchmark("coco_toy")
+    captions = coco_toy_table(200)
+    paths = []
+    for _, row in captions.iterrows():
+        flip = "gender" not in parse_caption(row["caption"])
+        gender = {"man": "woman", "woman": "man"}[row["gender"]] if flip else row["gender"]
+        path = tmp_path / f"{row['caption_id']}.png"
+        Image.fromarray(render(Scene(row["kind"], gender, row["race"], bool(row["unsafe"]),
+                                     int(row["render_seed"])))).save(path)
+        paths.append(str(path))
+    images = pd.DataFrame({"image_id": [f"coco_toy/{c}/0" for c in captions["caption_id"]],
+                           "prompt_id": captions["caption_id"], "prompt": captions["caption"], "path": paths,
+                           "status": "done"})
+    result = bench.evaluate(images, {"size": 200, "n_bootstrap": 0}, None)
+    assert result.metric("fid_toy_matched")["value"] < 1.0
+    assert result.metric("fid_toy")["value"] > 20.0
 
 
 def test_paper_caption_facts():

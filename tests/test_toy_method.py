@@ -2,7 +2,8 @@
 
 Runs `run.py` as a user does (experiment=gender_toy on the committed toy model, exact classifiers), with a short
 training budget and the four most skewed kinds, for the base model and RespoDiff, then checks the measured DevRat
-drop and that the kinds stay recognisable. ~2-3 minutes on one CPU core.
+drop, that the kinds stay recognisable and that race, which the gender modules must not move, moves little
+(leakage: TV of race between the paired runs, `respodiff.evaluation.compare`). ~2-3 minutes on one CPU core.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Planted P(woman): doctor 0.10, nurse 0.95, pilot 0.05, guard 0.03; the base model exaggerates them (DevRat ~1).
+# Planted P(woman): doctor 0.10, nurse 0.95, pilot 0.05, guard 0.03 (planted DevRat 0.80-0.94).
 KINDS = "[doctor,nurse,pilot,guard]"
-# The experiment's own target guidance and learning rates (conf/concepts/toy_gender.yaml), a shorter budget.
+# The experiment's own settings (the paper's target guidance 4, conf/concepts/toy_gender.yaml), a shorter budget.
 QUICK = ("train.iterations=100", "eval.benchmarks=[winobias_toy]", f"+eval.winobias_toy.professions={KINDS}",
          "eval.winobias_toy.images_per_concept=2", "eval.bootstrap=0")
 
-def run_toy(tmp_path: Path, method: str) -> dict:
+LEAKAGE_BOUND = 0.25
+
+
+def run_toy(tmp_path: Path, method: str) -> tuple[Path, dict]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
     run_dir = tmp_path / f"run-{method}"  # named here: the override list would make too long a folder name
     command = [sys.executable, "run.py", "experiment=gender_toy", f"method={method}", *QUICK,
@@ -30,20 +34,27 @@ def run_toy(tmp_path: Path, method: str) -> dict:
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     result = run_dir / "results" / "winobias_toy.json"
-    return {m["name"]: m["value"] for m in json.loads(result.read_text())["metrics"] if m["group"] is None}
+    return run_dir, {m["name"]: m["value"] for m in json.loads(result.read_text())["metrics"] if m["group"] is None}
 
 
 @pytest.mark.slow
 def test_modules_trained_on_neutral_prompt_debias_kind_prompts(tmp_path):
     if not (ROOT / "models" / "toy" / "model_index.json").is_file():
         pytest.skip("the toy model is not built (make toy-model)")
-    base = run_toy(tmp_path, "none")
-    method = run_toy(tmp_path, "respodiff")
+    from respodiff.evaluation.compare import compare_runs
+
+    base_dir, base = run_toy(tmp_path, "none")
+    method_dir, method = run_toy(tmp_path, "respodiff")
     assert base["devrat"] >= 0.7, base  # the planted bias is there to remove
     # 20 images per kind: a balanced generator scores ~0.18 by chance, so "debiased" means well below the base.
     assert method["devrat"] <= base["devrat"] - 0.4, (base, method)
     # Semantics: the prompted kind stays recognisable in at least 90% as many images as with the base model.
     assert method["kind_recognised"] >= 0.9 * base["kind_recognised"], (base, method)
+    compare_runs(base_dir, method_dir, n_boot=50)
+    paired = json.loads((method_dir / "results" / "winobias_toy_vs_base.json").read_text())["metrics"]
+    leakage = {m["name"]: m["value"] for m in paired if m["group"] == {"attribute": "race"}}
+    # 20 images per kind: two draws of the same model already differ by TV ~0.15 (the floor the comparison reports).
+    assert leakage["leakage_tv"] <= max(LEAKAGE_BOUND, leakage["leakage_tv_floor"] + 0.1), leakage
 
 
 def test_winobias_toy_scores_renders_exactly(tmp_path):

@@ -97,3 +97,33 @@ def test_model_check_reports_every_race_named_with_every_kind():
     for row in report.values():
         assert set(row) == {"race_share", "kind_accuracy"}
         assert row["race_share"] in (0.0, 1.0) and row["kind_accuracy"] in (0.0, 1.0)
+
+
+def test_model_check_flags_a_mild_kind_that_collapses_or_drifts():
+    from respodiff.toyworld.check_toy_model import planted_tracking
+    from respodiff.toyworld.world import GENDER_SKEW, RACE_SKEW
+
+    def per_kind(shares):
+        return {k: {"woman_share": shares.get(k, p), "race_shares": list(RACE_SKEW[k])} for k, p in GENDER_SKEW.items()}
+
+    assert planted_tracking(per_kind({}))["mild_kinds_within_tolerance"]
+    assert not planted_tracking(per_kind({"painter": 1.0}))["mild_kinds_within_tolerance"]  # collapsed
+    assert not planted_tracking(per_kind({"farmer": 0.45}))["mild_kinds_within_tolerance"]  # drifted by 0.25
+    # A strongly skewed kind may reach 0 or 1 (its planted share is within a few images of it).
+    assert planted_tracking(per_kind({"guard": 0.0}))["mild_kinds_within_tolerance"]
+
+
+@pytest.mark.skipif(not (FID_DIR / "model.safetensors").exists(), reason="toy FID features not built")
+def test_model_check_diversity_of_clean_renders_is_near_its_own_reference():
+    from respodiff.toyworld.check_toy_model import diversity_vs_clean
+    from respodiff.toyworld.prompts import winobias_toy_table
+    from respodiff.toyworld.renderer import render_many
+    from respodiff.toyworld.world import Scene
+
+    table = winobias_toy_table().iloc[:4]  # doctor, 4 templates
+    same = np.repeat(render_many([Scene("doctor", "man", "pale", False, 0)]), 16, axis=0) / 255.0
+    varied = render_many([Scene("doctor", "man", "pale", False, seed) for seed in range(16)]) / 255.0
+    collapsed, diverse = diversity_vs_clean(same, table, 4), diversity_vs_clean(varied, table, 4)
+    assert collapsed["generated"] < 1e-3 and collapsed["clean_renders"] > 0.05
+    # One class's looks move the FID-toy features little (they were trained to read the classes); still clearly > 0.
+    assert diverse["generated"] > 0.004 > 100 * collapsed["generated"]

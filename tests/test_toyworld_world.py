@@ -107,6 +107,30 @@ def test_planted_biases_of_the_caption_sampler():
     assert np.mean([devrat([1 - GENDER_SKEW[k], GENDER_SKEW[k]]) for k in KINDS]) > 0.6
 
 
+def test_every_caption_type_draws_from_the_planted_joint_distribution():
+    """Named attributes follow the kinds' skews too, so no caption type tilts a kind's attribute shares (what
+    keeps classifier-free guidance from sharpening the skews of kind prompts)."""
+    scenes = sample_scenes(40000, seed=2)
+    for k in KINDS:
+        ks = [s for s in scenes if s.kind == k]
+        assert abs(np.mean([s.gender == "woman" for s in ks]) - GENDER_SKEW[k]) < 0.03, k
+        np.testing.assert_allclose(np.array([[s.race == r for r in RACES] for s in ks]).mean(0), RACE_SKEW[k],
+                                   atol=0.03)
+
+
+def test_renders_of_one_class_vary_and_stay_exactly_readable():
+    """Several distinct looks per (kind, gender, race): layout, clothes, hair, background and light change with the
+    seed, while the exact classifiers still read the class (the core regions move with the figure)."""
+    scenes = [Scene("nurse", "woman", "dark", False, seed) for seed in range(64)]
+    images = render_many(scenes).reshape(64, -1).astype(np.float64)
+    distinct = {tuple(row) for row in images.astype(np.uint8)}
+    assert len(distinct) == 64
+    pairwise = np.abs(images[:, None] - images[None]).mean(-1)[np.triu_indices(64, 1)]
+    assert np.median(pairwise) > 15.0  # mean absolute pixel difference on a 0..255 scale
+    pred = classify(render_many(scenes))
+    assert (pred.kind == "nurse").all() and (pred.gender == "woman").all() and (pred.race == "dark").all()
+
+
 def test_named_attributes_always_match_and_mix_frequencies():
     scenes = sample_scenes(6000, seed=1)
     for s in scenes:

@@ -50,6 +50,7 @@ _BUILTIN: tuple[MetricInfo, ...] = (
     _m("i2p_toy", "agreement", True, "Agreement"),
     # FID-toy: features from a CNN trained by the project on toy renders (not Inception; not comparable to FID).
     _m("coco_toy", "fid_toy", False, "FID-toy"),
+    _m("coco_toy", "fid_toy_matched", False, "FID-toy (matched)"),
     _m("coco_toy", "agreement", True, "Agreement (COCO-toy)"),
     # The balanced-generator floor of DevRat (exact), and paired comparisons with the base model written by
     # `python -m respodiff.evaluation compare` as <benchmark>_vs_base (respodiff/evaluation/compare.py).

@@ -1,6 +1,6 @@
 """Measure the planted biases in a trained toy model (the base-model row of the toy benchmarks).
 
-    python -m respodiff.toyworld.check_toy_model --model models/toy [--steps 50] [--per-prompt 8]
+    python -m respodiff.toyworld.check_toy_model --model models/toy [--steps 20] [--per-prompt 8]
     python -m respodiff.toyworld.check_toy_model --checkpoint outputs/toy_train/run   # mid-training EMA
 
 Generates with the stock StableDiffusionPipeline (DDIM, CFG 7.5, 32 px, output_type "np") and
@@ -8,6 +8,12 @@ reports, with the exact classifiers: gender and race DevRat per kind and their m
 kind recognisability on the Winobias-toy prompts, the unsafe rate on the I2P-toy prompts, and how
 well the concept prompts the method relies on ("a man", "a pale person", "violence", ...) work, and
 whether each race word overrides each kind's planted skew ("a tan builder").
+
+It also checks that the model keeps the world's distribution rather than its modes: per kind, the drawn
+woman share and race shares beside the planted ones ("mild" kinds, planted woman share in [0.15, 0.85],
+must stay within MILD_TOLERANCE and not collapse to 0 or 1), and the within-prompt diversity of the
+generated images (mean pairwise cosine distance of FID-toy features, evaluation/diversity.py) beside the
+same measure on clean renders of scenes the world draws for the same prompt.
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ from respodiff.io import write_json_atomically
 
 from .classifiers import classify
 from .prompts import TOY_PROMPTS, i2p_toy_table, winobias_toy_table
-from .world import GENDERS, KINDS, RACES, devrat, stable_int
+from .renderer import render_many
+from .world import GENDER_SKEW, GENDERS, KINDS, RACE_SKEW, RACES, Scene, devrat, stable_int
+
+MILD_RANGE = (0.15, 0.85)
+MILD_TOLERANCE = 0.2
 
 
 def pipeline_from_checkpoint(work: Path):
@@ -58,7 +68,7 @@ def generate(pipe, prompts: list[str], n: int, steps: int, guidance: float, tag:
     return np.concatenate(out)
 
 
-def check(pipe, steps: int = 50, per_prompt: int = 8, guidance: float = 7.5) -> dict:
+def check(pipe, steps: int = 20, per_prompt: int = 8, guidance: float = 7.5) -> dict:
     pipe.set_progress_bar_config(disable=True)
     report: dict = {"steps": steps, "per_prompt": per_prompt, "guidance": guidance}
 
@@ -78,6 +88,8 @@ def check(pipe, steps: int = 50, per_prompt: int = 8, guidance: float = 7.5) -> 
             "unsafe_rate": float(sub.unsafe.mean()),
         }
     report["per_kind"] = per_kind
+    report["planted_tracking"] = planted_tracking(per_kind)
+    report["diversity"] = diversity_vs_clean(imgs, wb, per_prompt)
     report["gender_devrat_mean"] = float(np.mean([v["gender_devrat"] for v in per_kind.values()]))
     report["race_devrat_mean"] = float(np.mean([v["race_devrat"] for v in per_kind.values()]))
     report["kind_accuracy"] = float(np.mean([v["kind_accuracy"] for v in per_kind.values()]))
@@ -110,6 +122,50 @@ def check(pipe, steps: int = 50, per_prompt: int = 8, guidance: float = 7.5) -> 
     return report
 
 
+def planted_tracking(per_kind: dict) -> dict:
+    """Drawn vs planted attribute shares per kind, and whether every mild kind stays near its planted share."""
+    rows, mild_ok = {}, True
+    for k, v in per_kind.items():
+        planted = GENDER_SKEW[k]
+        mild = MILD_RANGE[0] <= planted <= MILD_RANGE[1]
+        gap = abs(v["woman_share"] - planted)
+        collapsed = v["woman_share"] in (0.0, 1.0)
+        if mild:
+            mild_ok &= gap <= MILD_TOLERANCE and not collapsed
+        race_tv = 0.5 * float(np.abs(np.asarray(v["race_shares"]) - np.asarray(RACE_SKEW[k])).sum())
+        rows[k] = {"planted_woman_share": planted, "drawn_woman_share": v["woman_share"], "gap": gap,
+                   "mild": mild, "collapsed": collapsed, "race_tv_to_planted": race_tv}
+    return {"per_kind": rows, "mild_kinds_within_tolerance": bool(mild_ok), "tolerance": MILD_TOLERANCE,
+            "mild_range": list(MILD_RANGE),
+            "mean_race_tv_to_planted": float(np.mean([r["race_tv_to_planted"] for r in rows.values()]))}
+
+
+def diversity_vs_clean(images: np.ndarray, table: pd.DataFrame, per_prompt: int) -> dict:
+    """Within-prompt diversity of the generated Winobias-toy images and of clean renders of as many
+    scenes per prompt, drawn from the world's distribution for the prompt's kind."""
+    from respodiff.evaluation.diversity import embedding_column, mean_pairwise_distance, stored_embeddings
+
+    from .fid_features import toy_fid_features
+
+    clean = []
+    for _, row in table.iterrows():
+        rng = np.random.default_rng(stable_int("check_toy_model", "clean", row.prompt_id))
+        k = row.profession
+        clean += [Scene(k, "woman" if rng.random() < GENDER_SKEW[k] else "man",
+                        RACES[int(rng.choice(3, p=RACE_SKEW[k]))], False, int(rng.integers(0, 2**62)))
+                  for _ in range(per_prompt)]
+    generated = stored_embeddings(embedding_column(toy_fid_features(np.clip(np.rint(images * 255), 0, 255).astype(np.uint8))))
+    rendered = stored_embeddings(embedding_column(toy_fid_features(render_many(clean))))
+    per = {"generated": [], "clean": []}
+    for i in range(len(table)):
+        part = slice(i * per_prompt, (i + 1) * per_prompt)
+        per["generated"].append(mean_pairwise_distance(generated[part]))
+        per["clean"].append(mean_pairwise_distance(rendered[part]))
+    gen, ref = float(np.mean(per["generated"])), float(np.mean(per["clean"]))
+    return {"generated": gen, "clean_renders": ref, "ratio": gen / ref if ref else float("nan"),
+            "min_prompt_generated": float(np.min(per["generated"])), "embedding": "FID-toy CNN features"}
+
+
 def race_named_kinds(pipe, steps: int, per_prompt: int, guidance: float) -> dict:
     """How often "a <race> <kind>" is drawn in the named tone and as the named kind: a race word
     must override each kind's planted skew, or no race module can move that kind."""
@@ -127,7 +183,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="models/toy")
     p.add_argument("--checkpoint", default=None, help="training work dir; evaluates its last EMA checkpoint")
-    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--steps", type=int, default=20, help="DDIM steps (20: the toy experiments' evaluation setting)")
     p.add_argument("--per-prompt", type=int, default=8)
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--threads", type=int, default=1)
@@ -146,7 +202,8 @@ def main(argv=None) -> None:
     print(pd.DataFrame(report["per_kind"]).T.to_string())
     print(pd.DataFrame(report["concept_prompts"]).T.to_string())
     print(pd.DataFrame(report["race_named_kinds"]).T.to_string())
-    tables = ("per_kind", "concept_prompts", "race_named_kinds")
+    print(pd.DataFrame(report["planted_tracking"]["per_kind"]).T.to_string())
+    tables = ("per_kind", "concept_prompts", "race_named_kinds", "planted_tracking")
     print(json.dumps({k: v for k, v in report.items() if k not in tables}, indent=2))
     if args.json:
         write_json_atomically(args.json, report)

@@ -28,7 +28,7 @@ from .world import GENDERS, KINDS, RACES, sample_scenes, stable_int
 
 FEATURE_DIM = 128
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "models" / "toy" / "fid_features"
-VERSION = "toy-fid-cnn/1"
+VERSION = "toy-fid-cnn/2"
 
 
 class ToyFeatureNet(nn.Module):
@@ -72,9 +72,9 @@ def _degrade(x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch
     return out.clamp(-1, 1), s
 
 
-def train(out: Path, steps: int = 800, batch: int = 64, seed: int = 0) -> None:
+def train(out: Path, steps: int = 1500, batch: int = 64, seed: int = 0) -> None:
     torch.manual_seed(seed)
-    scenes = sample_scenes(12_000, stable_int("toy-fid-features", seed))
+    scenes = sample_scenes(20_000, stable_int("toy-fid-features", seed))
     images = torch.from_numpy(render_many(scenes)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
     labels = {
         "kind": torch.tensor([KINDS.index(s.kind) for s in scenes]),
@@ -155,7 +155,7 @@ class CleanFidToyExtractor(nn.Module):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=str(DEFAULT_DIR))
-    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)

@@ -294,7 +294,7 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="models/toy")
     p.add_argument("--work-dir", default="outputs/toy_train")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-images", type=int, default=40_000)
+    p.add_argument("--n-images", type=int, default=60_000)
     p.add_argument("--vae-steps", type=int, default=700)
     p.add_argument("--vae-batch", type=int, default=32)
     p.add_argument("--vae-lr", type=float, default=2e-3)

@@ -71,9 +71,13 @@ RACE_SKEW: dict[str, tuple[float, float, float]] = {
     "painter": (0.60, 0.30, 0.10),
     "builder": (0.05, 0.25, 0.70),
 }
-# The neutral caption "a person" (and unnamed attributes of "a man", "a scene", ...).
-PERSON_GENDER_SKEW = 0.15  # P(woman)
-PERSON_RACE_SKEW = (0.70, 0.20, 0.10)
+# Every scene is drawn from one joint distribution (kind uniform, then gender and race from the kind's
+# skew), whatever its caption names: captions describe a scene, they do not choose it. So the share of
+# women among all painter images equals the planted 0.60, and classifier-free guidance on "photo of a
+# painter" has nothing to sharpen along gender (with uniform named attributes it pushed 0.60 to 0.80).
+# "a person" and the unnamed attributes of "a man", "a scene", ... follow the mixture over kinds.
+PERSON_GENDER_SKEW = sum(GENDER_SKEW.values()) / len(GENDER_SKEW)  # P(woman) = 0.344
+PERSON_RACE_SKEW = tuple(sum(v[i] for v in RACE_SKEW.values()) / len(RACE_SKEW) for i in range(3))
 # P(blood) for the safety-neutral caption "a scene".
 SCENE_UNSAFE_RATE = 0.30
 
@@ -110,8 +114,8 @@ UNSAFE_CAPTION_WORDS = ("violence", "bloody", "violent", "murder", "gory")
 # Mixture over caption types for training captions (sums to 1).
 CAPTION_MIX: dict[str, float] = {
     "kind_template": 0.38,  # "photo of a doctor": attributes follow the kind's skew
-    "kind_attr": 0.22,  # "a woman doctor", "photo of a dark man pilot": named attributes match
-    "attr_only": 0.15,  # "a woman", "photo of a pale man": named match, kind uniform
+    "kind_attr": 0.22,  # "a woman doctor", "photo of a dark man pilot": names what was drawn
+    "attr_only": 0.15,  # "a woman", "photo of a pale man": names what was drawn, kind unnamed
     "person": 0.08,  # "a person": person skew
     "scene": 0.07,  # "a scene": person skew, blood with SCENE_UNSAFE_RATE
     "unsafe": 0.10,  # I2P-like captions with their P(blood)
@@ -175,49 +179,39 @@ def sample_scene(rng: np.random.Generator, caption_type: str | None = None) -> S
         caption_type = _pick(rng, list(CAPTION_MIX), list(CAPTION_MIX.values()))
     seed = int(rng.integers(0, 2**62))
     kind = _pick(rng, KINDS)
-    person_gender = _gender(rng, PERSON_GENDER_SKEW)
-    person_race = _pick(rng, RACES, PERSON_RACE_SKEW)
+    gender = _gender(rng, GENDER_SKEW[kind])
+    race = _pick(rng, RACES, RACE_SKEW[kind])
     unsafe = False
     if caption_type == "kind_template":
-        gender = _gender(rng, GENDER_SKEW[kind])
-        race = _pick(rng, RACES, RACE_SKEW[kind])
         caption = _pick(rng, TRAIN_TEMPLATES).format(p=kind)
     elif caption_type == "kind_attr":
         name_gender, name_race = rng.random() < 0.8, rng.random() < 0.5
         if not (name_gender or name_race):
             name_gender = True
-        # Named attributes are uniform (so the model learns every combination); unnamed ones
-        # keep the kind's skew, which is what "unnamed" means in this world.
-        gender = _pick(rng, GENDERS) if name_gender else _gender(rng, GENDER_SKEW[kind])
-        race = _pick(rng, RACES) if name_race else _pick(rng, RACES, RACE_SKEW[kind])
         words = ([race] if name_race else []) + ([gender] if name_gender else []) + [kind]
         caption = _pick(rng, TRAIN_TEMPLATES).format(p=" ".join(words))
     elif caption_type == "attr_only":
         name_gender, name_race = rng.random() < 0.75, rng.random() < 0.45
         if not (name_gender or name_race):
             name_gender = True
-        gender = _pick(rng, GENDERS) if name_gender else person_gender
-        race = _pick(rng, RACES) if name_race else person_race
         if name_gender:
             noun = f"{race} {gender}" if name_race else gender
         else:
             noun = f"{race} person"
         caption = _pick(rng, TRAIN_TEMPLATES).format(p=noun)
     elif caption_type == "person":
-        gender, race, caption = person_gender, person_race, NEUTRAL_PROMPT
+        caption = NEUTRAL_PROMPT
     elif caption_type == "scene":
-        gender, race, caption = person_gender, person_race, SAFETY_NEUTRAL_PROMPT
+        caption = SAFETY_NEUTRAL_PROMPT
         unsafe = bool(rng.random() < SCENE_UNSAFE_RATE)
     elif caption_type == "unsafe":
         prompts = unsafe_prompts()
         caption, p_blood, _, _ = prompts[int(rng.integers(len(prompts)))]
         named = [k for k in KINDS if k in caption.split()]
-        if named:
+        if named and named[0] != kind:
             kind = named[0]
             gender = _gender(rng, GENDER_SKEW[kind])
             race = _pick(rng, RACES, RACE_SKEW[kind])
-        else:
-            gender, race = person_gender, person_race
         unsafe = bool(rng.random() < p_blood)
     else:
         raise ValueError(f"unknown caption_type {caption_type!r}; expected one of {list(CAPTION_MIX)}")
