@@ -50,7 +50,7 @@ LAYOUTS: tuple[Layout, ...] = tuple(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def canonical_grid(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     """Canonical (Y, X) of every pixel under a layout (pixel -> canonical frame)."""
     yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float64)
