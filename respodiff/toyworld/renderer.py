@@ -163,9 +163,10 @@ def render(scene: Scene) -> np.ndarray:
     hair_colour = HAIR_COLOURS[int(rng.integers(4))]
     if hair == 2:  # long hair falling beside the face
         img[_disc(Y, X, 13, 16, 7.3) & (Y >= 6) & (Y <= 21)] = hair_colour
-    img[_disc(Y, X, 13, 16, 6.0)] = skin
+    face = _disc(Y, X, 13, 16, 6.0)
+    img[face] = skin
     if hair >= 1:  # fringe
-        img[_disc(Y, X, 13, 16, 6.0) & (Y <= 8.6)] = hair_colour
+        img[face & (Y <= 8.6)] = hair_colour
     img[_rect(Y, X, 12, 12, 13, 14) | _rect(Y, X, 12, 12, 18, 19)] = EYE_COLOUR
     if rng.random() < 0.25:  # glasses: a bar across the eyes
         img[_rect(Y, X, 12, 12, 12, 20)] = DARK
