@@ -57,6 +57,7 @@ class AttackReplay:
     seed_scheme: ClassVar[str] = "hashed"
     dataset: ClassVar[str | None] = None
     rate_metric: ClassVar[Metric] = ASR
+    prompt_labels: ClassVar[tuple[str, ...]] = ("attack",)
     setting_defaults: ClassVar[dict[str, Any]] = {"prompts": None, "images_per_prompt": 5}
 
     def prompts(self, options: dict[str, Any]) -> list[str]:
@@ -91,8 +92,10 @@ class AttackReplay:
         per_prompt = joined.groupby("prompt_id", sort=True)["either"].any().to_numpy(dtype=np.float64)
         bootstrap = {"n_bootstrap": settings["n_bootstrap"], "seed": settings["bootstrap_seed"]}
         rows = self.mean_rows(ASR_ANY, per_prompt, stream=(self.name,), **bootstrap)
-        attack_of = self.prompt_table(settings).set_index("prompt_id")["attack"]
-        attacks = joined["prompt_id"].map(attack_of)
+        if "attack" in joined:
+            attacks = joined["attack"]
+        else:  # rescoring a store written before the attack was stored per image
+            attacks = joined["prompt_id"].map(self.prompt_table(settings).set_index("prompt_id")["attack"])
         for attack in dict.fromkeys(attacks) if attacks.nunique() > 1 else ():
             part = joined[attacks.to_numpy() == attack]
             # A row per attack, grouped {"attack": name}: the toy and paper tables put one column per attack.

@@ -40,6 +40,8 @@ class I2PStyle(Benchmark):
     detectors: ClassVar[tuple[str, ...]]  # the flag columns `score_images` returns
     rate_metric: ClassVar[Metric]
     per_image_columns: ClassVar[tuple[str, ...]]  # beside image_id and prompt_id
+    # Prompt-table columns stored with each image beside categories and hard, so a rescore needs no prompt table.
+    prompt_labels: ClassVar[tuple[str, ...]] = ()
     setting_defaults: ClassVar[dict[str, Any]] = {"images_per_prompt": 5}
 
     def options(self, settings: dict | None) -> dict[str, Any]:
@@ -62,11 +64,12 @@ class I2PStyle(Benchmark):
 
     def _aggregate(self, scores: pd.DataFrame, images: pd.DataFrame, table: pd.DataFrame, s: dict[str, Any],
                    detectors: Sequence[str]) -> tuple[pd.DataFrame, list]:
+        carried = [c for c in self.prompt_labels if c in table.columns]  # a store from before a label was carried
         joined, rows = aggregate_i2p(scores, images, table, detectors=detectors, metric=self.rate_metric,
-                                     n_boot=s["n_bootstrap"], seed=s["bootstrap_seed"])
+                                     n_boot=s["n_bootstrap"], seed=s["bootstrap_seed"], prompt_labels=carried)
         rows += self.extra_rows(joined, s)
         rows += diversity_rows(joined, n_bootstrap=s["n_bootstrap"], seed=s["bootstrap_seed"], stream=(self.name,))
-        columns = [c for c in ("image_id", "prompt_id", *self.per_image_columns, EMBEDDING_COLUMN)
+        columns = [c for c in ("image_id", "prompt_id", *self.per_image_columns, *carried, EMBEDDING_COLUMN)
                    if c in joined.columns]
         return joined[columns].reset_index(drop=True), rows
 
@@ -76,9 +79,10 @@ class I2PStyle(Benchmark):
         s = self.options(settings)
         flags = self.rescore_flags(per_image, rescoring)
         detectors = [c for c in flags.columns if c != "image_id"]
-        labels = per_image.drop_duplicates("prompt_id")[["prompt_id", "categories", "hard"]]
+        label_columns = ["prompt_id", "categories", "hard", *(c for c in self.prompt_labels if c in per_image)]
+        labels = per_image.drop_duplicates("prompt_id")[label_columns]
         # `either` is stored only by benchmarks with several detectors; aggregate_i2p derives it again.
-        riding = per_image.drop(columns=["prompt_id", "categories", "hard", *self.detectors, "either"], errors="ignore")
+        riding = per_image.drop(columns=[*label_columns, *self.detectors, "either"], errors="ignore")
         scores = riding.merge(flags, on="image_id", validate="one_to_one")
         return self._aggregate(scores, per_image[["image_id", "prompt_id"]], labels, s, detectors)
 

@@ -65,6 +65,10 @@ def register_resolvers() -> None:
 def run_folder_name(overrides: str) -> str:
     if not overrides:
         return "default"
+    # "++key=value" sets a key a swept choice may lack (Hydra checks a multirun's overrides against the config
+    # before the sweep, so `method=sld_weak,sld_max method.safety_concept=...` fails there); the value is the same
+    # as "key=value", and so is the folder.
+    overrides = re.sub(r"(^|,)\+{1,2}", r"\1", overrides)
     # A path in an override value must not create sub-folders.
     return re.sub(r"[/\\]+", "_", overrides)
 

@@ -278,10 +278,21 @@ def test_several_attacks_replay_together_with_an_asr_row_per_attack(tmp_path):
     assert result.metric("asr", {"attack": "plain"})["value"] == 3 / 4
     assert result.metric("asr", {"attack": "white_box"})["value"] == 3 / 4
     assert [entry["prompts_file"] for entry in result.evaluator["attack"]] == [str(f) for f in files]
+    # Each image's attack is stored with it: a rescore of the store alone keeps the per-attack rows.
     from respodiff.evaluation.registry import get_benchmark
+    from respodiff.evaluation.rescore import Rescoring, rescored_metrics
 
+    assert set(result.per_image["attack"]) == {"plain", "white_box"}
+    for file in files:
+        file.unlink()
+    rows = rescored_metrics("attack_replay_toy", result.per_image, {"images_per_prompt": 2, "n_bootstrap": 50},
+                            Rescoring())
+    assert next(r for r in rows if r["name"] == "asr" and r.get("group") == {"attack": "plain"})["value"] == 3 / 4
+
+    twice = tmp_path / "twice.csv"
+    pd.DataFrame({"prompt_id": ["p0"], "prompt": ["gory nurse"]}).to_csv(twice, index=False)
     with pytest.raises(ConfigError, match="share prompt ids"):
-        get_benchmark("attack_replay_toy").prompt_table({"prompts": [str(files[0])] * 2, "images_per_prompt": 1})
+        get_benchmark("attack_replay_toy").prompt_table({"prompts": [str(twice)] * 2, "images_per_prompt": 1})
 
 
 def test_a_missing_or_malformed_prompts_file_is_named(tmp_path):

@@ -120,6 +120,9 @@ def test_run_folder_names_are_stable_and_flat():
     assert run_folder_name("") == "default"
     assert run_folder_name("method=ram_only") == "method=ram_only"
     assert "/" not in run_folder_name("model.id=/some/folder")
+    # A forced or added key ("++k=v", "+k=v") names the same run as "k=v".
+    assert run_folder_name("++method.safety_concept=violence,method=sld_max") == "method.safety_concept=violence,method=sld_max"
+    assert run_folder_name("+eval.x=1,method=none") == "eval.x=1,method=none"
 
 
 def run_cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:

@@ -99,6 +99,24 @@ def test_model_check_reports_every_race_named_with_every_kind():
         assert row["race_share"] in (0.0, 1.0) and row["kind_accuracy"] in (0.0, 1.0)
 
 
+@needs_model
+def test_model_check_reports_tracking_at_each_guidance_scale():
+    from diffusers import StableDiffusionPipeline
+
+    from respodiff.toyworld.check_toy_model import tracking_by_guidance
+    from respodiff.toyworld.world import KINDS
+
+    pipe = StableDiffusionPipeline.from_pretrained(TOY)
+    pipe.set_progress_bar_config(disable=True)
+    report = tracking_by_guidance(pipe, steps=2, per_prompt=2, scales=[1.0, 7.5])
+    assert list(report) == ["1", "7.5"]
+    for row in report.values():
+        assert set(row["drawn_woman_share"]) == set(KINDS)
+        assert 0.0 <= row["largest_mild_gap"] <= 1.0 and row["diversity"] >= 0.0
+    # The same seeds at both scales: guidance changes what is drawn from the same noise.
+    assert report["1"]["drawn_woman_share"] != report["7.5"]["drawn_woman_share"]
+
+
 def test_model_check_flags_a_mild_kind_that_collapses_or_drifts():
     from respodiff.toyworld.check_toy_model import planted_tracking
     from respodiff.toyworld.world import GENDER_SKEW, RACE_SKEW

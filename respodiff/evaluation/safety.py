@@ -148,19 +148,21 @@ def aggregate_i2p(
     n_boot: int = DEFAULT_N_BOOTSTRAP,
     seed: int = 0,
     categories: Sequence[str] | None = None,
+    prompt_labels: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, list[MetricValue]]:
     """Join per-image flags to prompts by id and compute every I2P rate.
 
     scores: image_id and one bool column per detector (other columns ride along). images: image_id, prompt_id.
-    prompts: prompt_id, categories, hard. Returns the joined per-image frame (with `either`, any detector's flag) and
+    prompts: prompt_id, categories, hard, and the `prompt_labels` to carry onto each image (e.g. a replay's attack).
+    Returns the joined per-image frame (with `either`, any detector's flag) and
     `metric` rows for: all images, each category, the hard subset and each category within it, each for `either`
     and, with several detectors, for each detector (group key `classifier`).
     """
     require_columns(scores, ("image_id", *detectors), "I2P scores")
     require_columns(images, ("image_id", "prompt_id"), "I2P image manifest")
-    require_columns(prompts, ("prompt_id", "categories", "hard"), "I2P prompt table")
+    require_columns(prompts, ("prompt_id", "categories", "hard", *prompt_labels), "I2P prompt table")
     joined = join_one_to_one(scores, images[["image_id", "prompt_id"]], "image_id", "I2P scores vs images")
-    labels = prompts[["prompt_id", "categories", "hard"]]
+    labels = prompts[["prompt_id", "categories", "hard", *prompt_labels]]
     joined = join_many_to_one(joined, labels, "prompt_id", "I2P images vs prompts")
     for column in detectors:
         joined[column] = joined[column].astype(bool)

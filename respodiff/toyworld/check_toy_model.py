@@ -3,7 +3,7 @@
     python -m respodiff.toyworld.check_toy_model --model models/toy [--steps 20] [--per-prompt 8]
     python -m respodiff.toyworld.check_toy_model --checkpoint outputs/toy_train/run   # mid-training EMA
 
-Generates with the stock StableDiffusionPipeline (DDIM, CFG 7.5, 32 px, output_type "np") and
+Generates with the stock StableDiffusionPipeline (DDIM, CFG 7.5 unless --guidance, 32 px, output_type "np") and
 reports, with the exact classifiers: gender and race DevRat per kind and their mean over kinds,
 kind recognisability on the Winobias-toy prompts, the unsafe rate on the I2P-toy prompts, and how
 well the concept prompts the method relies on ("a man", "a pale person", "violence", ...) work, and
@@ -14,6 +14,11 @@ woman share and race shares beside the planted ones ("mild" kinds, planted woman
 must stay within MILD_TOLERANCE and not collapse to 0 or 1), and the within-prompt diversity of the
 generated images (mean pairwise cosine distance of FID-toy features, evaluation/diversity.py) beside the
 same measure on clean renders of scenes the world draws for the same prompt.
+
+--tracking-guidance repeats that part at other guidance scales. At scale 1 (no guidance) the pipeline samples the
+model's own conditional distribution, so the gap there is the model's; what grows between scale 1 and the
+evaluation scale is classifier-free guidance sharpening each kind's skew (it tilts p(x | y) by
+(p(y | x) / p(y))^(w - 1), which favours the attribute a prompt makes more likely than the unconditional does).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from respodiff.evaluation.intervals import share_intervals
 from respodiff.io import write_json_atomically
 
 from .classifiers import classify
@@ -72,21 +78,7 @@ def check(pipe, steps: int = 20, per_prompt: int = 8, guidance: float = 7.5) -> 
     pipe.set_progress_bar_config(disable=True)
     report: dict = {"steps": steps, "per_prompt": per_prompt, "guidance": guidance}
 
-    wb = winobias_toy_table()
-    imgs = generate(pipe, list(wb.prompt), per_prompt, steps, guidance, "winobias")
-    pred = classify(imgs)
-    pred["profession"] = np.repeat(wb.profession.to_numpy(), per_prompt)
-    per_kind = {}
-    for k in KINDS:
-        sub = pred[pred.profession == k]
-        per_kind[k] = {
-            "gender_devrat": devrat([(sub.gender == g).sum() for g in GENDERS]),
-            "woman_share": float((sub.gender == "woman").mean()),
-            "race_devrat": devrat([(sub.race == r).sum() for r in RACES]),
-            "race_shares": [float((sub.race == r).mean()) for r in RACES],
-            "kind_accuracy": float((sub.kind == k).mean()),
-            "unsafe_rate": float(sub.unsafe.mean()),
-        }
+    per_kind, imgs, wb = winobias_per_kind(pipe, steps, per_prompt, guidance)
     report["per_kind"] = per_kind
     report["planted_tracking"] = planted_tracking(per_kind)
     report["diversity"] = diversity_vs_clean(imgs, wb, per_prompt)
@@ -122,6 +114,46 @@ def check(pipe, steps: int = 20, per_prompt: int = 8, guidance: float = 7.5) -> 
     return report
 
 
+def winobias_per_kind(pipe, steps: int, per_prompt: int, guidance: float) -> tuple[dict, np.ndarray, pd.DataFrame]:
+    """Per kind, over its Winobias-toy prompts: DevRats, drawn shares, kind accuracy, unsafe rate."""
+    wb = winobias_toy_table()
+    imgs = generate(pipe, list(wb.prompt), per_prompt, steps, guidance, "winobias")
+    pred = classify(imgs)
+    pred["profession"] = np.repeat(wb.profession.to_numpy(), per_prompt)
+    per_kind = {}
+    for k in KINDS:
+        sub = pred[pred.profession == k]
+        women = int((sub.gender == "woman").sum())
+        low, high = share_intervals(np.array([women, len(sub) - women]))  # 95% Clopper-Pearson
+        per_kind[k] = {
+            "gender_devrat": devrat([(sub.gender == g).sum() for g in GENDERS]),
+            "woman_share": women / len(sub),
+            "woman_share_interval": [float(low[0]), float(high[0])],
+            "race_devrat": devrat([(sub.race == r).sum() for r in RACES]),
+            "race_shares": [float((sub.race == r).mean()) for r in RACES],
+            "kind_accuracy": float((sub.kind == k).mean()),
+            "unsafe_rate": float(sub.unsafe.mean()),
+            "images": len(sub),
+        }
+    return per_kind, imgs, wb
+
+
+def tracking_by_guidance(pipe, steps: int, per_prompt: int, scales: list[float]) -> dict:
+    """Drawn-vs-planted shares and diversity at each guidance scale (scale 1: the model's own distribution)."""
+    out = {}
+    for scale in scales:
+        per_kind, imgs, wb = winobias_per_kind(pipe, steps, per_prompt, scale)
+        tracking = planted_tracking(per_kind)
+        out[f"{scale:g}"] = {
+            "drawn_woman_share": {k: per_kind[k]["woman_share"] for k in KINDS},
+            "mild_kinds_within_tolerance": tracking["mild_kinds_within_tolerance"],
+            "largest_mild_gap": max(r["gap"] for r in tracking["per_kind"].values() if r["mild"]),
+            "diversity": diversity_vs_clean(imgs, wb, per_prompt)["generated"],
+            "kind_accuracy": float(np.mean([v["kind_accuracy"] for v in per_kind.values()])),
+        }
+    return out
+
+
 def planted_tracking(per_kind: dict) -> dict:
     """Drawn vs planted attribute shares per kind, and whether every mild kind stays near its planted share."""
     rows, mild_ok = {}, True
@@ -133,7 +165,8 @@ def planted_tracking(per_kind: dict) -> dict:
         if mild:
             mild_ok &= gap <= MILD_TOLERANCE and not collapsed
         race_tv = 0.5 * float(np.abs(np.asarray(v["race_shares"]) - np.asarray(RACE_SKEW[k])).sum())
-        rows[k] = {"planted_woman_share": planted, "drawn_woman_share": v["woman_share"], "gap": gap,
+        rows[k] = {"planted_woman_share": planted, "drawn_woman_share": v["woman_share"],
+                   "drawn_interval": v.get("woman_share_interval"), "gap": gap,
                    "mild": mild, "collapsed": collapsed, "race_tv_to_planted": race_tv}
     return {"per_kind": rows, "mild_kinds_within_tolerance": bool(mild_ok), "tolerance": MILD_TOLERANCE,
             "mild_range": list(MILD_RANGE),
@@ -186,6 +219,8 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=20, help="DDIM steps (20: the toy experiments' evaluation setting)")
     p.add_argument("--per-prompt", type=int, default=8)
     p.add_argument("--guidance", type=float, default=7.5)
+    p.add_argument("--tracking-guidance", type=float, nargs="*", default=[1.0],
+                   help="also report drawn-vs-planted shares at these guidance scales (1: no guidance)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the report here")
     args = p.parse_args(argv)
@@ -198,12 +233,17 @@ def main(argv=None) -> None:
         pipe = StableDiffusionPipeline.from_pretrained(args.model)
     t0 = time.time()
     report = check(pipe, args.steps, args.per_prompt, args.guidance)
+    if args.tracking_guidance:
+        report["tracking_by_guidance"] = tracking_by_guidance(pipe, args.steps, args.per_prompt, args.tracking_guidance)
     report["seconds"] = round(time.time() - t0, 1)
     print(pd.DataFrame(report["per_kind"]).T.to_string())
     print(pd.DataFrame(report["concept_prompts"]).T.to_string())
     print(pd.DataFrame(report["race_named_kinds"]).T.to_string())
     print(pd.DataFrame(report["planted_tracking"]["per_kind"]).T.to_string())
-    tables = ("per_kind", "concept_prompts", "race_named_kinds", "planted_tracking")
+    if "tracking_by_guidance" in report:
+        print(pd.DataFrame({g: r["drawn_woman_share"] for g, r in report["tracking_by_guidance"].items()})
+              .assign(planted=pd.Series(GENDER_SKEW)).to_string())
+    tables = ("per_kind", "concept_prompts", "race_named_kinds", "planted_tracking", "tracking_by_guidance")
     print(json.dumps({k: v for k, v in report.items() if k not in tables}, indent=2))
     if args.json:
         write_json_atomically(args.json, report)
