@@ -23,9 +23,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e ".[dev]"
 	@touch $@
 
-demo: venv ## The main job on the toy world: train, generate, evaluate, report (CPU, ~8 minutes; writes only under outputs/)
+demo: venv ## The main job on the toy world: train, generate, evaluate, compare, report (CPU, ~7 minutes; writes only under outputs/)
 	@start=$$(date +%s); \
 	$(PY) run.py -m experiment=gender_toy method=none,respodiff,ram_only && \
+	$(PY) -m respodiff.evaluation compare --base $(OUTPUTS)/gender_toy/method=none \
+	  $(OUTPUTS)/gender_toy/method=respodiff $(OUTPUTS)/gender_toy/method=ram_only && \
 	$(PY) -m respodiff.reporting demo --experiment gender_toy --outputs $(OUTPUTS) --started $$start
 
 report: venv ## Static report site: results/site/ (committed results, images found under outputs/) and outputs/report/site/

@@ -227,3 +227,22 @@ def test_q16_prompts_convert_once_to_safetensors_and_keep_the_hash(tmp_path):
     write_q16_prompt_pickle(source, seed=1)  # the pickle changed under the converted file
     with pytest.raises(Exception, match="different prompt file"):
         load_q16_prompts(source)
+
+
+def test_fid_of_sets_with_constant_features_is_defined_and_says_so_once(caplog):
+    import logging
+    import warnings
+
+    from scipy.linalg import LinAlgWarning
+
+    from respodiff.evaluation.quality import feature_statistics, frechet_distance
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(50, 8)), rng.normal(size=(50, 8))
+    a[:, 0] = 0.0  # a unit that never fires on one set: its covariance is singular
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="respodiff.evaluation.quality"):
+        warnings.simplefilter("error", LinAlgWarning)  # the library's warning must not reach the console
+        value = frechet_distance(*feature_statistics(a), *feature_statistics(b))
+    assert np.isfinite(value) and value > 0
+    assert "singular covariance" in caplog.text
+    assert frechet_distance(*feature_statistics(a), *feature_statistics(a)) == pytest.approx(0.0, abs=1e-6)

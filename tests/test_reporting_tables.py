@@ -120,6 +120,23 @@ def test_ambiguous_match_uses_latest_and_warns(tmp_path):
     assert table.cell("R", "d").value == 0.3 and table.warnings == []
 
 
+def test_the_reference_row_leaves_its_paired_cells_blank_without_a_warning(tmp_path):
+    root = tmp_path / "o"
+    _write(root, "base", "winobias", [_metric("devrat", 0.6)], overrides=["method=none"], method="none")
+    _write(root, "default", "winobias", [_metric("devrat", 0.2)])
+    _write(root, "default", "winobias_vs_base", [_metric("devrat_diff", -0.4, (-0.5, -0.3))])
+    columns = [{"id": "d", "benchmark": "winobias", "metric": "devrat"},
+               {"id": "dd", "benchmark": "winobias_vs_base", "metric": "devrat_diff"}]
+    rows = [{"label": "SD", "match": {"method": "none"}}, {"label": "RespoDiff", "match": {"method": "respodiff"}}]
+    plain = build_table(parse_spec({"title": "t", "columns": columns, "rows": rows}, name="t"), load_results(root))
+    assert any(w.startswith("SD / ΔDevRat") for w in plain.warnings)
+    rows[0]["reference"] = True
+    table = build_table(parse_spec({"title": "t", "columns": columns, "rows": rows}, name="t"), load_results(root))
+    assert table.warnings == [] and table.cell("SD", "dd").value is None and table.cell("SD", "d").value == 0.6
+    assert table.cell("RespoDiff", "dd").value == -0.4 and table.cell("RespoDiff", "dd").marked
+    assert "compare each row with SD" in render_markdown(table)
+
+
 def test_sweep_rows_from_multirun(tmp_path):
     root = tmp_path / "multirun"
     for i, lam in enumerate([0.0, 0.25, 4.0]):  # a Hydra multirun: one job per λ, override in each job

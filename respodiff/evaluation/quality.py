@@ -16,7 +16,9 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,8 @@ import numpy as np
 from respodiff.errors import ConfigError, MissingAssetError
 from respodiff.evaluation.registry import Metric
 from respodiff.io import replace_atomically, write_json_atomically
+
+log = logging.getLogger(__name__)
 
 CLIP_SCORE = Metric(
     name="clip_score",
@@ -68,8 +72,21 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
     from cleanfid.fid import frechet_distance as _cleanfid_frechet
+    from scipy.linalg import LinAlgWarning
 
-    return float(_cleanfid_frechet(mu1, sigma1, mu2, sigma2))
+    # Feature dimensions that never vary over a set (dead ReLU units of the toy CNN, fewer images than dimensions)
+    # make a covariance singular; scipy's sqrtm warns although the square root, and so the distance, is defined.
+    # One log line says so instead of the library's warning on the console at every FID.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = float(_cleanfid_frechet(mu1, sigma1, mu2, sigma2))
+    for warning in caught:
+        if issubclass(warning.category, LinAlgWarning):
+            log.info("FID: singular covariance product (%d feature dimensions); the distance is still defined",
+                     len(mu1))
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
+    return value
 
 
 def jpeg_reencoded(image: np.ndarray, quality: int) -> np.ndarray:

@@ -24,7 +24,8 @@ Format (see reproductions/README.md for the full description):
 
 A paired-difference column (`<metric>_diff` of a `<benchmark>_vs_base` result) may carry `worse_note: "text"`: the
 table then adds a note naming the rows whose difference is marked (95% interval excludes 0) on the worse side, e.g.
-the methods whose within-prompt diversity falls below the base model's.
+the methods whose within-prompt diversity falls below the base model's. The row those differences are taken against
+says `reference: true`: its paired cells are blank by construction (a note says so), not missing results.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ _COLUMN_KEYS = {"id", "benchmark", "metric", "group", "label", "digits", "match"
 PAIRED_SUFFIX = "_vs_base"  # results written by `python -m respodiff.evaluation compare`
 _PAIRED_LABELS = {"leakage_tv": "Leakage (TV)", "leakage_tv_floor": "Leakage floor (TV)",
                   "leakage_devrat_diff": "ΔDevRat (untargeted attribute)"}
-_ROW_KEYS = {"label", "match", "paper", "paper_only", "note", "seeds"}
+_ROW_KEYS = {"label", "match", "paper", "paper_only", "note", "seeds", "reference"}
 _SWEEP_KEYS = {"match", "param", "label", "values", "digits"}
 _SWEEP_VALUE_KEYS = {"paper", "note", "label"}
 _PLOT_KEYS = {
@@ -84,6 +85,7 @@ class RowSpec:
     note: str = ""
     sweep_value: float | None = None
     seeds: tuple[int, ...] = ()  # training seeds: the cell is their mean +- sd (respodiff/reporting/seeds.py)
+    reference: bool = False  # the base of the paired (<benchmark>_vs_base) columns: those cells stay blank
 
 
 @dataclass(frozen=True)
@@ -340,7 +342,7 @@ def parse_spec(data, name: str, where: str = "") -> TableSpec:
         rows.append(RowSpec(str(r["label"]), _seeded_match(validate_match(r.get("match"), f"{w}.match"),
                                                            _seeds(r.get("seeds"), w)),
                             _paper(r.get("paper"), f"{w}.paper", ids), paper_only, str(r.get("note", "")),
-                            seeds=_seeds(r.get("seeds"), w)))
+                            seeds=_seeds(r.get("seeds"), w), reference=bool(r.get("reference", False))))
     sweep = _sweep(data["sweep"], f"{where}.sweep", ids) if data.get("sweep") is not None else None
     if not rows and sweep is None:
         raise _err(where, "a spec needs `rows`, a `sweep`, or both")

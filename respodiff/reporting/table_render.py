@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from respodiff.reporting import seeds
+from respodiff.reporting.specs import PAIRED_SUFFIX
 
 if TYPE_CHECKING:
     from respodiff.reporting.tables import Cell, Table
@@ -29,6 +30,8 @@ def _cell_text(cell: Cell, digits: int, latex: bool) -> str:
         elif cell.ci_low is not None and cell.ci_high is not None:
             ci = f"[{_fmt_value(cell.ci_low, digits)}, {_fmt_value(cell.ci_high, digits)}]"
             ours += rf" {{\scriptsize {ci}}}" if latex else f" {ci}"
+        if cell.per_seed is not None and cell.seeds_asked and len(cell.per_seed) < cell.seeds_asked:
+            ours += f" ({len(cell.per_seed)} of {cell.seeds_asked} seeds)"
         if cell.marked:
             ours += "$^*$" if latex else "*"
     if cell.paper is not None:
@@ -96,6 +99,10 @@ def render_markdown(table: Table) -> str:
     # A seeds row's cell reads "mean ± sd" over training seeds; each seed's value is listed here.
     notes += [seeds.per_seed_note(r.label, c.label, table.cell(r.label, c.id).per_seed, c.digits)
               for r in table.rows for c in spec.columns if table.cell(r.label, c.id).per_seed]
+    references = [r.label for r in table.rows if r.reference]
+    if references and any(c.benchmark.endswith(PAIRED_SUFFIX) for c in spec.columns):
+        notes.append(f"Paired columns (Δ, leakage) compare each row with {', '.join(references)} on the same prompts "
+                     "and image seeds; its own cells there are blank.")
     if any(cell.marked for cell in table.cells.values()):
         notes.append("*: a paired difference from the base model (same prompts and image seeds) whose 95% interval "
                      "excludes 0.")

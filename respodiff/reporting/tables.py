@@ -18,7 +18,7 @@ import pandas as pd
 from respodiff.io import write_text_atomically
 from respodiff.reporting import seeds
 from respodiff.reporting.selection import ResultRef, describe_match, matches, select, split_results
-from respodiff.reporting.specs import ColumnSpec, RowSpec, TableSpec, load_specs
+from respodiff.reporting.specs import PAIRED_SUFFIX, ColumnSpec, RowSpec, TableSpec, load_specs
 from respodiff.reporting.store import group_key, load_results
 from respodiff.reporting.table_render import render_latex, render_markdown
 
@@ -37,6 +37,7 @@ class Cell:
     run_id: str | None = None
     sd: float | None = None  # over training seeds (a `seeds` row)
     per_seed: dict[int, float] | None = None
+    seeds_asked: int | None = None  # how many seeds the row names (fewer in per_seed: the cell says so)
     marked: bool = False  # a paired difference whose interval excludes 0
 
 
@@ -147,6 +148,8 @@ def _resolve_row(row: RowSpec, columns: tuple[ColumnSpec, ...], refs: list[Resul
         lookups.setdefault(repr((col.benchmark, sorted(col.match.items(), key=str))), []).append(col)
     for cols in lookups.values():
         bench, match = cols[0].benchmark, {**row.match, **cols[0].match}
+        if row.reference and bench.endswith(PAIRED_SUFFIX):
+            continue  # a run is not compared with itself
         names = ", ".join(c.label for c in cols)
         chosen, found = select(refs, match, bench)
         if chosen is None:
@@ -191,7 +194,7 @@ def _seed_cells(row: RowSpec, cols: list[ColumnSpec], cells: dict[str, Cell], fo
         if values:
             cell = cells[col.id]
             cell.value, cell.sd = seeds.summarise(values)
-            cell.per_seed, cell.n = values, len(values)
+            cell.per_seed, cell.n, cell.seeds_asked = values, len(values), len(row.seeds)
             cell.marked = len(values) == len(row.seeds) and len(sides) == 1 and None not in sides
     return {f"{ref.run_id} [{ref.benchmark}] (seed {seed}, git {ref.git_hash[:12] or '?'})"
             for seed, ref in runs.items()}
