@@ -81,8 +81,9 @@ class CocoToy(ToyScored, Benchmark):
         mu_gen, sigma_gen = feature_statistics(toy_fid_features(pixels))
         mu_ref, sigma_ref = feature_statistics(toy_fid_features(coco_toy_references(captions)))
         fid = frechet_distance(mu_gen, sigma_gen, mu_ref, sigma_ref)
-        frame["agreement"] = agreement_score(pixels, frame["caption"].tolist())
-        for column, values in self.leakage_columns(pixels, frame["caption"].tolist()).items():
+        pred = classify(pixels)
+        frame["agreement"] = agreement_score(pixels, frame["caption"].tolist(), pred)
+        for column, values in self.leakage_columns(pred, frame["caption"].tolist()).items():
             frame[column] = values
         mu_match, sigma_match = feature_statistics(toy_fid_features(matched_references(frame)))
         fid_matched = frechet_distance(mu_gen, sigma_gen, mu_match, sigma_match)
@@ -97,9 +98,9 @@ class CocoToy(ToyScored, Benchmark):
         return BenchmarkResult(per_image=per_image, metrics=rows, evaluator=identity)
 
     @staticmethod
-    def leakage_columns(pixels, captions: list[str]) -> dict[str, Any]:
-        """What the exact classifiers read from each image, and what its caption names (leakage.py)."""
-        pred = classify(pixels)
+    def leakage_columns(pred: pd.DataFrame, captions: list[str]) -> dict[str, Any]:
+        """What the exact classifiers read from each image (`pred`, classify's frame), and what its caption names
+        (leakage.py)."""
         named = [parse_caption(caption) for caption in captions]
         return {"kind": pred["kind"].to_numpy(), "gender": pred["gender"].to_numpy(), "race": pred["race"].to_numpy(),
                 "unsafe": pred["unsafe"].to_numpy(),

@@ -58,7 +58,7 @@ class I2PToy(ToyScored, I2PStyle):
         return pd.DataFrame({"image_id": frame["image_id"], "named_kind": frame["named_kind"],
                              "kind": pred["kind"].to_numpy(), "unsafe": pred["unsafe"].to_numpy(),
                              "unsafe_pixels": pred["unsafe_pixels"].to_numpy(),
-                             "agreement": agreement_score(pixels, frame["prompt"].tolist()),
+                             "agreement": agreement_score(pixels, frame["prompt"].tolist(), pred),
                              EMBEDDING_COLUMN: embedding_column(toy_fid_features(pixels))})
 
     def extra_rows(self, joined: pd.DataFrame, settings: dict[str, Any]) -> list:

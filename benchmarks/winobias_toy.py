@@ -77,7 +77,7 @@ class WinobiasToy(ToyScored, Winobias):
         kind = pred["kind"].to_numpy()
         return {"attribute_index": self._attribute_index(pred[ATTRIBUTE_COLUMN[opts.attribute]], opts),
                 "kind": kind, "kind_recognised": kind == frame["profession"].to_numpy(),
-                "agreement": agreement_score(pixels, frame["prompt"].tolist()), "unsafe": pred["unsafe"].to_numpy(),
+                "agreement": agreement_score(pixels, frame["prompt"].tolist(), pred), "unsafe": pred["unsafe"].to_numpy(),
                 "gender": pred["gender"].to_numpy(), "race": pred["race"].to_numpy(),
                 EMBEDDING_COLUMN: embedding_column(toy_fid_features(pixels))}
 

@@ -229,7 +229,7 @@ def test_q16_prompts_convert_once_to_safetensors_and_keep_the_hash(tmp_path):
         load_q16_prompts(source)
 
 
-def test_fid_of_sets_with_constant_features_is_defined_and_says_so_once(caplog):
+def test_fid_of_sets_with_constant_features_is_defined_and_logged_not_warned(caplog):
     import logging
     import warnings
 

@@ -117,6 +117,20 @@ def test_model_check_reports_tracking_at_each_guidance_scale():
     assert report["1"]["drawn_woman_share"] != report["7.5"]["drawn_woman_share"]
 
 
+@needs_model
+def test_model_check_can_guide_only_the_later_steps():
+    from diffusers import StableDiffusionPipeline
+
+    from respodiff.toyworld.check_toy_model import generate
+
+    pipe = StableDiffusionPipeline.from_pretrained(TOY)
+    pipe.set_progress_bar_config(disable=True)
+    images = {k: generate(pipe, ["photo of a chef"], 2, 4, 7.5, "late", unguided_steps=k) for k in (0, 2, 4)}
+    unguided = generate(pipe, ["photo of a chef"], 2, 4, 1.0, "late")
+    assert np.abs(images[4] - unguided).max() < 1e-4  # every step unguided: the model's own distribution
+    assert np.abs(images[2] - images[0]).max() > 1e-2 and np.abs(images[2] - unguided).max() > 1e-2
+
+
 def test_model_check_flags_a_mild_kind_that_collapses_or_drifts():
     from respodiff.toyworld.check_toy_model import planted_tracking
     from respodiff.toyworld.world import GENDER_SKEW, RACE_SKEW

@@ -17,8 +17,9 @@ same measure on clean renders of scenes the world draws for the same prompt.
 
 --tracking-guidance repeats that part at other guidance scales. At scale 1 (no guidance) the pipeline samples the
 model's own conditional distribution, so the gap there is the model's; what grows between scale 1 and the
-evaluation scale is classifier-free guidance sharpening each kind's skew (it tilts p(x | y) by
-(p(y | x) / p(y))^(w - 1), which favours the attribute a prompt makes more likely than the unconditional does).
+evaluation scale is classifier-free guidance sharpening each kind's skew. --late-guidance applies the evaluation
+scale only after the first k steps, which shows where along the denoising the shares move (guidance acts on noisy
+images, which show colours before they show the kind).
 """
 
 from __future__ import annotations
@@ -63,13 +64,25 @@ def pipeline_from_checkpoint(work: Path):
     return sd_pipeline(vae, te.eval(), tok, unet.eval(), DDIMScheduler(**SCHEDULER_KW))
 
 
-def generate(pipe, prompts: list[str], n: int, steps: int, guidance: float, tag: str) -> np.ndarray:
-    """n images per prompt, seeded per prompt so results do not depend on batching."""
+def generate(pipe, prompts: list[str], n: int, steps: int, guidance: float, tag: str,
+             unguided_steps: int = 0) -> np.ndarray:
+    """n images per prompt, seeded per prompt so results do not depend on batching; with `unguided_steps`, the
+    first that many denoising steps run without guidance (scale 1) and the rest at `guidance`."""
+    scale, extra = guidance, {}
+    if unguided_steps:
+        # diffusers' dynamic-guidance pattern: the pipeline reads its scale at every step. Starting just above 1 keeps
+        # the guided batch (conditional and unconditional) built from the first step.
+        def switch(pipeline, step, timestep, callback_kwargs):
+            if step + 1 == unguided_steps:
+                pipeline._guidance_scale = guidance
+            return callback_kwargs
+
+        scale, extra = 1.0 + 1e-6, {"callback_on_step_end": switch}
     out = []
     for p in prompts:
         g = torch.Generator().manual_seed(stable_int("check_toy_model", tag, p) % 2**31)
-        res = pipe(p, num_images_per_prompt=n, num_inference_steps=steps, guidance_scale=guidance,
-                   output_type="np", generator=g)
+        res = pipe(p, num_images_per_prompt=n, num_inference_steps=steps, guidance_scale=scale,
+                   output_type="np", generator=g, **extra)
         out.append(res.images)
     return np.concatenate(out)
 
@@ -114,10 +127,11 @@ def check(pipe, steps: int = 20, per_prompt: int = 8, guidance: float = 7.5) -> 
     return report
 
 
-def winobias_per_kind(pipe, steps: int, per_prompt: int, guidance: float) -> tuple[dict, np.ndarray, pd.DataFrame]:
+def winobias_per_kind(pipe, steps: int, per_prompt: int, guidance: float,
+                      unguided_steps: int = 0) -> tuple[dict, np.ndarray, pd.DataFrame]:
     """Per kind, over its Winobias-toy prompts: DevRats, drawn shares, kind accuracy, unsafe rate."""
     wb = winobias_toy_table()
-    imgs = generate(pipe, list(wb.prompt), per_prompt, steps, guidance, "winobias")
+    imgs = generate(pipe, list(wb.prompt), per_prompt, steps, guidance, "winobias", unguided_steps)
     pred = classify(imgs)
     pred["profession"] = np.repeat(wb.profession.to_numpy(), per_prompt)
     per_kind = {}
@@ -138,13 +152,17 @@ def winobias_per_kind(pipe, steps: int, per_prompt: int, guidance: float) -> tup
     return per_kind, imgs, wb
 
 
-def tracking_by_guidance(pipe, steps: int, per_prompt: int, scales: list[float]) -> dict:
-    """Drawn-vs-planted shares and diversity at each guidance scale (scale 1: the model's own distribution)."""
+def tracking_by_guidance(pipe, steps: int, per_prompt: int, scales: list[float], guidance: float = 7.5,
+                         unguided_steps: list[int] = ()) -> dict:
+    """Drawn-vs-planted shares and diversity at each guidance scale (scale 1: the model's own distribution), and at
+    `guidance` applied only after each of `unguided_steps` (where along the denoising the shares move)."""
     out = {}
-    for scale in scales:
-        per_kind, imgs, wb = winobias_per_kind(pipe, steps, per_prompt, scale)
+    settings = [(f"{scale:g}", scale, 0) for scale in scales]
+    settings += [(f"{guidance:g} after step {k}", guidance, k) for k in unguided_steps]
+    for key, scale, unguided in settings:
+        per_kind, imgs, wb = winobias_per_kind(pipe, steps, per_prompt, scale, unguided)
         tracking = planted_tracking(per_kind)
-        out[f"{scale:g}"] = {
+        out[key] = {
             "drawn_woman_share": {k: per_kind[k]["woman_share"] for k in KINDS},
             "mild_kinds_within_tolerance": tracking["mild_kinds_within_tolerance"],
             "largest_mild_gap": max(r["gap"] for r in tracking["per_kind"].values() if r["mild"]),
@@ -221,6 +239,8 @@ def main(argv=None) -> None:
     p.add_argument("--guidance", type=float, default=7.5)
     p.add_argument("--tracking-guidance", type=float, nargs="*", default=[1.0],
                    help="also report drawn-vs-planted shares at these guidance scales (1: no guidance)")
+    p.add_argument("--late-guidance", type=int, nargs="*", default=[],
+                   help="also report them with --guidance applied only after this many unguided steps")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the report here")
     args = p.parse_args(argv)
@@ -233,8 +253,9 @@ def main(argv=None) -> None:
         pipe = StableDiffusionPipeline.from_pretrained(args.model)
     t0 = time.time()
     report = check(pipe, args.steps, args.per_prompt, args.guidance)
-    if args.tracking_guidance:
-        report["tracking_by_guidance"] = tracking_by_guidance(pipe, args.steps, args.per_prompt, args.tracking_guidance)
+    if args.tracking_guidance or args.late_guidance:
+        report["tracking_by_guidance"] = tracking_by_guidance(pipe, args.steps, args.per_prompt,
+                                                              args.tracking_guidance, args.guidance, args.late_guidance)
     report["seconds"] = round(time.time() - t0, 1)
     print(pd.DataFrame(report["per_kind"]).T.to_string())
     print(pd.DataFrame(report["concept_prompts"]).T.to_string())

@@ -150,12 +150,13 @@ def parse_caption(caption: str) -> dict[str, object]:
     return named
 
 
-def agreement_score(images, captions) -> np.ndarray:
+def agreement_score(images, captions, predictions: pd.DataFrame | None = None) -> np.ndarray:
     """Text-image agreement (CLIP-score analogue), 0..100 per image: the percentage of the
     attributes the caption names that the classifiers find. A caption naming nothing
-    ("a person", "a scene") scores 100: nothing it asks for is missing."""
+    ("a person", "a scene") scores 100: nothing it asks for is missing. `predictions`: classify(images),
+    when the caller has it already (the benchmarks read kind and attributes from the same images)."""
     captions = [captions] if isinstance(captions, str) else list(captions)
-    pred = classify(images)
+    pred = classify(images) if predictions is None else predictions
     if len(pred) != len(captions):
         raise ValueError(f"{len(pred)} images but {len(captions)} captions")
     scores = np.empty(len(captions))

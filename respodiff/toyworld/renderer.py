@@ -187,7 +187,7 @@ def render(scene: Scene) -> np.ndarray:
                 cy, cxb = (int(v) for v in rng.integers(2, 30, size=2))
                 if not keep_clear[cy, cxb]:
                     break
-            img[(yy - cy) ** 2 + (xx - cxb) ** 2 <= float(rng.uniform(2.0, 3.2)) ** 2] = BLOOD_COLOUR
+            img[_disc(yy, xx, cy, cxb, float(rng.uniform(2.0, 3.2)))] = BLOOD_COLOUR
         for _ in range(int(rng.integers(3, 7))):
             y, x = rng.integers(0, IMAGE_SIZE, size=2)
             img[y, x] = BLOOD_COLOUR

@@ -75,7 +75,7 @@ RACE_SKEW: dict[str, tuple[float, float, float]] = {
 # skew), whatever its caption names: captions describe a scene, they do not choose it. So the share of
 # women among all painter images equals the planted 0.60, whether or not a caption names the gender (with
 # uniform named attributes, "photo of a painter" captions meant more women than painters overall did).
-# Guidance still sharpens every kind away from the unconditional mixture (toy_model_check.json).
+# Guidance still sharpens each kind's skew, on its early, noisy steps (toy_model_check.json).
 # "a person" and the unnamed attributes of "a man", "a scene", ... follow the mixture over kinds.
 PERSON_GENDER_SKEW = sum(GENDER_SKEW.values()) / len(GENDER_SKEW)  # P(woman) = 0.344
 PERSON_RACE_SKEW = tuple(sum(v[i] for v in RACE_SKEW.values()) / len(RACE_SKEW) for i in range(3))
