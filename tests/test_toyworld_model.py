@@ -131,6 +131,22 @@ def test_model_check_can_guide_only_the_later_steps():
     assert np.abs(images[2] - images[0]).max() > 1e-2 and np.abs(images[2] - unguided).max() > 1e-2
 
 
+@needs_model
+def test_settling_reports_when_each_attribute_agrees_with_the_final_image():
+    from diffusers import StableDiffusionPipeline
+
+    from respodiff.toyworld.guidance_probe import ATTRIBUTES, settling
+
+    pipe = StableDiffusionPipeline.from_pretrained(TOY)
+    report = settling(pipe, ["photo of a chef"], n=3, steps=3, scales=[1.0, 7.5])
+    assert set(report) == {"1", "7.5"}
+    for rows in (report["1"]["photo of a chef"], report["7.5"]["photo of a chef"]):
+        assert set(rows) == set(ATTRIBUTES)
+        for row in rows.values():
+            assert len(row["agreement_by_step"]) == 3 and row["agreement_by_step"][-1] == 1.0  # the last is final
+            assert 0 <= row["settled_at_step"] <= 2
+
+
 def test_model_check_flags_a_mild_kind_that_collapses_or_drifts():
     from respodiff.toyworld.check_toy_model import planted_tracking
     from respodiff.toyworld.world import GENDER_SKEW, RACE_SKEW

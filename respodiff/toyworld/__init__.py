@@ -35,8 +35,9 @@ from the kind's row below), whatever its caption names; a caption names some of 
 Because the named attributes follow the same joint distribution, a caption that leaves gender open means
 the kind's planted share. Without guidance the model draws it (every kind within 0.08 of planted,
 models/toy/toy_model_check.json, tracking_by_guidance); classifier-free guidance sharpens each kind's
-skew (CFG 7.5: chef 0.75 -> 0.99 women, painter 0.60 -> 0.80, farmer 0.20 -> 0.09), on its early steps:
-a noisy image shows the background and face colours before it settles the kind (results/LOG.md).
+skew (CFG 7.5: chef 0.75 -> 0.99 women, painter 0.60 -> 0.80, farmer 0.20 -> 0.09) on the steps where
+the attribute is still open (gender settles first: guided only after step 10 of 20 it stays within 0.07 of
+planted; results/LOG.md).
 
 Modules: world (ground truth, caption sampler), renderer, classifiers (exact classifiers and the
 caption-agreement score), prompts (benchmark tables), tokenizer (CLIP BPE files, one token per

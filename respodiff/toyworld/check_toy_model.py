@@ -18,8 +18,7 @@ same measure on clean renders of scenes the world draws for the same prompt.
 --tracking-guidance repeats that part at other guidance scales. At scale 1 (no guidance) the pipeline samples the
 model's own conditional distribution, so the gap there is the model's; what grows between scale 1 and the
 evaluation scale is classifier-free guidance sharpening each kind's skew. --late-guidance applies the evaluation
-scale only after the first k steps, which shows where along the denoising the shares move (guidance acts on noisy
-images, which show colours before they show the kind).
+scale only after the first k steps, which shows where along the denoising the shares move.
 """
 
 from __future__ import annotations
@@ -164,6 +163,7 @@ def tracking_by_guidance(pipe, steps: int, per_prompt: int, scales: list[float],
         tracking = planted_tracking(per_kind)
         out[key] = {
             "drawn_woman_share": {k: per_kind[k]["woman_share"] for k in KINDS},
+            "drawn_race_shares": {k: per_kind[k]["race_shares"] for k in KINDS},
             "mild_kinds_within_tolerance": tracking["mild_kinds_within_tolerance"],
             "largest_mild_gap": max(r["gap"] for r in tracking["per_kind"].values() if r["mild"]),
             "diversity": diversity_vs_clean(imgs, wb, per_prompt)["generated"],
@@ -241,6 +241,9 @@ def main(argv=None) -> None:
                    help="also report drawn-vs-planted shares at these guidance scales (1: no guidance)")
     p.add_argument("--late-guidance", type=int, nargs="*", default=[],
                    help="also report them with --guidance applied only after this many unguided steps")
+    p.add_argument("--settling", action="store_true",
+                   help="also report at which step gender, race and kind settle for the mild kinds' prompts "
+                        "(guidance_probe.py), without guidance and at --guidance")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", default=None, help="also write the report here")
     args = p.parse_args(argv)
@@ -256,6 +259,12 @@ def main(argv=None) -> None:
     if args.tracking_guidance or args.late_guidance:
         report["tracking_by_guidance"] = tracking_by_guidance(pipe, args.steps, args.per_prompt,
                                                               args.tracking_guidance, args.guidance, args.late_guidance)
+    if args.settling:
+        from .guidance_probe import settling
+
+        mild = [k for k, share in GENDER_SKEW.items() if MILD_RANGE[0] <= share <= MILD_RANGE[1]]
+        report["settling"] = settling(pipe, [f"photo of a {k}" for k in mild], 2 * args.per_prompt, args.steps,
+                                      [1.0, args.guidance])
     report["seconds"] = round(time.time() - t0, 1)
     print(pd.DataFrame(report["per_kind"]).T.to_string())
     print(pd.DataFrame(report["concept_prompts"]).T.to_string())
@@ -264,7 +273,11 @@ def main(argv=None) -> None:
     if "tracking_by_guidance" in report:
         print(pd.DataFrame({g: r["drawn_woman_share"] for g, r in report["tracking_by_guidance"].items()})
               .assign(planted=pd.Series(GENDER_SKEW)).to_string())
-    tables = ("per_kind", "concept_prompts", "race_named_kinds", "planted_tracking", "tracking_by_guidance")
+    if "settling" in report:
+        print(pd.DataFrame({(scale, prompt): {a: r["settled_at_step"] for a, r in rows.items()}
+                            for scale, by_prompt in report["settling"].items() for prompt, rows in by_prompt.items()}))
+    tables = ("per_kind", "concept_prompts", "race_named_kinds", "planted_tracking", "tracking_by_guidance",
+              "settling")
     print(json.dumps({k: v for k, v in report.items() if k not in tables}, indent=2))
     if args.json:
         write_json_atomically(args.json, report)
