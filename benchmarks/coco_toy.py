@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-import numpy as np
 import pandas as pd
 
 from respodiff.errors import ConfigError
@@ -24,22 +23,14 @@ from respodiff.evaluation.leakage import SUBJECT
 from respodiff.evaluation.quality import feature_statistics, frechet_distance
 from respodiff.evaluation.registry import Benchmark, BenchmarkResult, Metric, metric_value, register_benchmark
 from respodiff.evaluation.toy import FID_TOY_NOTE, ToyScored, load_images
-from respodiff.toyworld import COCO_TOY_SIZE, GENDERS, RACES, Scene, coco_toy_references, coco_toy_table
+from respodiff.toyworld import COCO_TOY_SIZE, GENDERS, RACES, coco_toy_references, coco_toy_table
 from respodiff.toyworld.classifiers import agreement_score, classify, parse_caption
-from respodiff.toyworld.renderer import render_many
 
 FID_TOY = Metric("fid_toy", "1", False, FID_TOY_NOTE + "; Frechet distance to the captions' reference renders")
 FID_TOY_MATCHED = Metric("fid_toy_matched", "1", False, FID_TOY_NOTE + "; Frechet distance to references re-rendered "
                          "from each caption's scene with the kind, gender, race and blood the exact classifiers read "
                          "in the generated image: a changed attribute costs nothing, only how the image is drawn")
 AGREEMENT = Metric("agreement", "1", True, "caption-agreement score (0..100, CLIP-score analogue) with the caption")
-
-
-def matched_references(frame: pd.DataFrame) -> np.ndarray:
-    """Each row's caption scene rendered with the attributes read from its generated image (columns kind, gender,
-    race, unsafe) and the caption's render seed."""
-    return render_many([Scene(r.kind, r.gender, r.race, bool(r.unsafe), int(r.render_seed))
-                        for r in frame.itertuples(index=False)])
 
 
 @register_benchmark
@@ -85,7 +76,9 @@ class CocoToy(ToyScored, Benchmark):
         frame["agreement"] = agreement_score(pixels, frame["caption"].tolist(), pred)
         for column, values in self.leakage_columns(pred, frame["caption"].tolist()).items():
             frame[column] = values
-        mu_match, sigma_match = feature_statistics(toy_fid_features(matched_references(frame)))
+        # frame's kind, gender, race and unsafe now hold what the classifiers read, beside each caption's render seed:
+        # the same references, re-rendered with the generated image's attributes.
+        mu_match, sigma_match = feature_statistics(toy_fid_features(coco_toy_references(frame)))
         fid_matched = frechet_distance(mu_gen, sigma_gen, mu_match, sigma_match)
         rows = [metric_value(FID_TOY, fid, n=len(frame)), metric_value(FID_TOY_MATCHED, fid_matched, n=len(frame)),
                 *self.mean_rows(AGREEMENT, frame["agreement"], n_bootstrap=s["n_bootstrap"],

@@ -87,7 +87,6 @@ def test_compare_skips_caption_stores_without_attributes_and_refuses_an_old_base
         compare_runs(tmp_path / "base", tmp_path / "method", n_boot=10)
 
 
-@pytest.mark.filterwarnings("ignore:Matrix is singular")  # FID-toy of the references against themselves
 def test_coco_toy_keeps_what_the_exact_classifiers_read(tmp_path):
     bench = get_benchmark("coco_toy")
     settings = {"size": 200, "n_bootstrap": 20}
@@ -112,7 +111,6 @@ def test_coco_toy_keeps_what_the_exact_classifiers_read(tmp_path):
     assert (store.loc[truth["caption_type"].isin(["person", "scene"]).to_numpy(), "subject"] == "person").all()
 
 
-@pytest.mark.filterwarnings("ignore:Matrix is singular")
 def test_matched_fid_toy_does_not_charge_a_changed_attribute(tmp_path):
     """A perfect drawer that flips gender wherever the caption leaves it open: the plain FID-toy (references with the
     planted attributes) rises, the matched one (references re-rendered with what the image shows) stays at zero."""

@@ -108,8 +108,8 @@ def test_planted_biases_of_the_caption_sampler():
 
 
 def test_every_caption_type_draws_from_the_planted_joint_distribution():
-    """Named attributes follow the kinds' skews too, so no caption type tilts a kind's attribute shares (what
-    keeps classifier-free guidance from sharpening the skews of kind prompts)."""
+    """Named attributes follow the kinds' skews too, so no caption type tilts a kind's attribute shares (the first
+    world drew named attributes uniformly, which made "photo of a painter" mean more women than painters did)."""
     scenes = sample_scenes(40000, seed=2)
     for k in KINDS:
         ks = [s for s in scenes if s.kind == k]

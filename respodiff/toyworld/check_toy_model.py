@@ -35,7 +35,7 @@ import torch
 from respodiff.evaluation.intervals import share_intervals
 from respodiff.io import write_json_atomically
 
-from .classifiers import classify
+from .classifiers import as_uint8, classify
 from .prompts import TOY_PROMPTS, i2p_toy_table, winobias_toy_table
 from .renderer import render_many
 from .world import GENDER_SKEW, GENDERS, KINDS, RACE_SKEW, RACES, Scene, devrat, stable_int
@@ -159,14 +159,14 @@ def tracking_by_guidance(pipe, steps: int, per_prompt: int, scales: list[float],
     settings = [(f"{scale:g}", scale, 0) for scale in scales]
     settings += [(f"{guidance:g} after step {k}", guidance, k) for k in unguided_steps]
     for key, scale, unguided in settings:
-        per_kind, imgs, wb = winobias_per_kind(pipe, steps, per_prompt, scale, unguided)
+        per_kind, imgs, _ = winobias_per_kind(pipe, steps, per_prompt, scale, unguided)
         tracking = planted_tracking(per_kind)
         out[key] = {
             "drawn_woman_share": {k: per_kind[k]["woman_share"] for k in KINDS},
             "drawn_race_shares": {k: per_kind[k]["race_shares"] for k in KINDS},
             "mild_kinds_within_tolerance": tracking["mild_kinds_within_tolerance"],
             "largest_mild_gap": max(r["gap"] for r in tracking["per_kind"].values() if r["mild"]),
-            "diversity": diversity_vs_clean(imgs, wb, per_prompt)["generated"],
+            "diversity": float(np.mean(within_prompt_diversity(imgs, per_prompt))),
             "kind_accuracy": float(np.mean([v["kind_accuracy"] for v in per_kind.values()])),
         }
     return out
@@ -194,10 +194,6 @@ def planted_tracking(per_kind: dict) -> dict:
 def diversity_vs_clean(images: np.ndarray, table: pd.DataFrame, per_prompt: int) -> dict:
     """Within-prompt diversity of the generated Winobias-toy images and of clean renders of as many
     scenes per prompt, drawn from the world's distribution for the prompt's kind."""
-    from respodiff.evaluation.diversity import embedding_column, mean_pairwise_distance, stored_embeddings
-
-    from .fid_features import toy_fid_features
-
     clean = []
     for _, row in table.iterrows():
         rng = np.random.default_rng(stable_int("check_toy_model", "clean", row.prompt_id))
@@ -205,16 +201,22 @@ def diversity_vs_clean(images: np.ndarray, table: pd.DataFrame, per_prompt: int)
         clean += [Scene(k, "woman" if rng.random() < GENDER_SKEW[k] else "man",
                         RACES[int(rng.choice(3, p=RACE_SKEW[k]))], False, int(rng.integers(0, 2**62)))
                   for _ in range(per_prompt)]
-    generated = stored_embeddings(embedding_column(toy_fid_features(np.clip(np.rint(images * 255), 0, 255).astype(np.uint8))))
-    rendered = stored_embeddings(embedding_column(toy_fid_features(render_many(clean))))
-    per = {"generated": [], "clean": []}
-    for i in range(len(table)):
-        part = slice(i * per_prompt, (i + 1) * per_prompt)
-        per["generated"].append(mean_pairwise_distance(generated[part]))
-        per["clean"].append(mean_pairwise_distance(rendered[part]))
-    gen, ref = float(np.mean(per["generated"])), float(np.mean(per["clean"]))
+    generated = within_prompt_diversity(images, per_prompt)
+    rendered = within_prompt_diversity(render_many(clean), per_prompt)
+    gen, ref = float(np.mean(generated)), float(np.mean(rendered))
     return {"generated": gen, "clean_renders": ref, "ratio": gen / ref if ref else float("nan"),
-            "min_prompt_generated": float(np.min(per["generated"])), "embedding": "FID-toy CNN features"}
+            "min_prompt_generated": float(np.min(generated)), "embedding": "FID-toy CNN features"}
+
+
+def within_prompt_diversity(images: np.ndarray, per_prompt: int) -> list[float]:
+    """Per consecutive group of `per_prompt` images (one prompt's), the mean pairwise cosine distance of their
+    FID-toy features (evaluation/diversity.py)."""
+    from respodiff.evaluation.diversity import embedding_column, mean_pairwise_distance, stored_embeddings
+
+    from .fid_features import toy_fid_features
+
+    units = stored_embeddings(embedding_column(toy_fid_features(as_uint8(images))))
+    return [mean_pairwise_distance(units[i:i + per_prompt]) for i in range(0, len(units), per_prompt)]
 
 
 def race_named_kinds(pipe, steps: int, per_prompt: int, guidance: float) -> dict:
